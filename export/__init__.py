@@ -1,0 +1,1 @@
+"""Export a checkpoint to a bundle: ONNX graphs, text-enhanced prototypes and the manifest."""
