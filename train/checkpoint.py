@@ -7,10 +7,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from clipfsar.runtime.errors import CheckpointError, ConfigError
@@ -26,8 +26,10 @@ WEIGHTS_FILE = "model.safetensors"
 
 def save_checkpoint(path: Path, model: CLIPFSAR, preprocess: PreprocessConfig,
                     train_config: Optional[Dict[str, Any]] = None,
-                    extra_tensors: Optional[Dict[str, torch.Tensor]] = None) -> Path:
+                    write_extra: Optional[Callable[[Path], None]] = None) -> Path:
     """Write ``model`` as a checkpoint folder at ``path`` (replacing it atomically if it exists).
+
+    ``write_extra(folder)`` may add files (optimizer state for resume) before the folder is renamed into place.
 
     Example:
         >>> save_checkpoint(Path("runs/a/best"), model, preprocess)
@@ -38,8 +40,8 @@ def save_checkpoint(path: Path, model: CLIPFSAR, preprocess: PreprocessConfig,
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
-        if extra_tensors:
-            save_file({k: v.contiguous().cpu() for k, v in extra_tensors.items()}, str(tmp / "state.safetensors"))
+        if write_extra is not None:
+            write_extra(tmp)
         write_json_atomic(tmp / CONFIG_FILE, {
             "format_version": FORMAT_VERSION,
             "model": to_dict(model.cfg),
@@ -102,7 +104,7 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> Tuple[CLIPFSAR, Pr
     model, _ = create_model_and_transforms(cfg=dataclasses.replace(cfg, weights=None))
     try:
         state = load_file(str(weights_file), device=map_location)
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: {WEIGHTS_FILE} is corrupt: {e}") from e
     try:
         model.load_state_dict(state, strict=True)

@@ -58,6 +58,20 @@ class ModelConfig:
             raise ConfigError(f"prompt must contain '{{}}' for the class name, got '{self.prompt}'")
 
 
+def fuse(dist: torch.Tensor, vt_logits: torch.Tensor, beta: float, frames: int) -> Dict[str, torch.Tensor]:
+    """Inference fusion ``p = p_vt^beta * softmax((T - D) / T)^(1 - beta)``, renormalised over classes.
+
+    Args:
+        dist: (..., N) OTAM distances; vt_logits: (..., N) video-text logits over the same classes.
+    Returns:
+        ``distances``, ``p_fewshot``, ``p_videotext`` and the fused ``p`` (each (..., N)).
+    """
+    log_fs = torch.log_softmax((frames - dist) / frames, dim=-1)
+    log_vt = torch.log_softmax(vt_logits, dim=-1)
+    fused = torch.softmax(beta * log_vt + (1 - beta) * log_fs, dim=-1)
+    return {"distances": dist, "p_fewshot": log_fs.exp(), "p_videotext": log_vt.exp(), "p": fused}
+
+
 class CLIPFSAR(nn.Module):
     """The CLIP-FSAR model around an open_clip CLIP model (image encoder trainable, text encoder frozen).
 
@@ -153,10 +167,10 @@ class CLIPFSAR(nn.Module):
         return bidirectional_otam(cosine_distances(query, protos), self.cfg.otam_lambda)
 
     def video_text_logits(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """``s * cos(mean_t f, w_c)``: feats (B, T, D), text (C, D) -> (B, C)."""
-        v = F.normalize(feats.mean(dim=1), dim=-1, eps=1e-8)
+        """``s * cos(mean_t f, w_c)``: feats (..., B, T, D), text (..., C, D) -> (..., B, C)."""
+        v = F.normalize(feats.mean(dim=-2), dim=-1, eps=1e-8)
         w = F.normalize(text.to(feats.dtype), dim=-1, eps=1e-8)
-        return self.vt_scale * v @ w.t()
+        return self.vt_scale * v @ w.transpose(-1, -2)
 
     def classify(self, support: torch.Tensor, query: torch.Tensor, text: torch.Tensor,
                  beta: Optional[float] = None) -> Dict[str, torch.Tensor]:
@@ -174,12 +188,8 @@ class CLIPFSAR(nn.Module):
         if support.shape[-1] != query.shape[-1]:
             raise ValueError(f"support dim {support.shape[-1]} != query dim {query.shape[-1]}")
         beta = self.cfg.beta if beta is None else float(beta)
-        t = self.cfg.frames
         dist = self.distances(self.query_embeddings(query), self.prototypes(support, text))  # (Q, N)
-        log_fs = torch.log_softmax((t - dist) / t, dim=-1)
-        log_vt = torch.log_softmax(self.video_text_logits(query, text), dim=-1)
-        fused = torch.softmax(beta * log_vt + (1 - beta) * log_fs, dim=-1)
-        return {"distances": dist, "p_fewshot": log_fs.exp(), "p_videotext": log_vt.exp(), "p": fused}
+        return fuse(dist, self.video_text_logits(query, text), beta, self.cfg.frames)
 
     # ----- training -------------------------------------------------------------------------------------------
     def forward(self, support: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,

@@ -46,7 +46,7 @@ def bidirectional_otam(dists: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
 
 
 def cosine_distances(query: torch.Tensor, protos: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Frame distances ``1 - cos``: query (Q, L, D), prototypes (N, M, D) -> (Q, N, L, M)."""
+    """Frame distances ``1 - cos``: query (..., Q, L, D), prototypes (..., N, M, D) -> (..., Q, N, L, M)."""
     q = query / (query.norm(dim=-1, keepdim=True) + eps)
     p = protos / (protos.norm(dim=-1, keepdim=True) + eps)
-    return 1 - torch.einsum("qld,nmd->qnlm", q, p)
+    return 1 - torch.einsum("...qld,...nmd->...qnlm", q, p)

@@ -1,0 +1,3 @@
+from clipfsar.cli import main
+
+main()

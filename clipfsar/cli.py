@@ -1,0 +1,63 @@
+"""The ``clipfsar`` command. Subcommands are imported only when run, so ``clipfsar run`` never imports torch."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Dict, Tuple
+
+import click
+
+# name -> (module, attribute, one-line help)
+COMMANDS: Dict[str, Tuple[str, str, str]] = {
+    "synth": ("clipfsar.train.cli", "synth", "Write the synthetic action-clip dataset."),
+    "archs": ("clipfsar.train.cli", "archs", "List the backbone architectures."),
+    "train": ("clipfsar.train.cli", "train", "Train CLIP-FSAR on episodic N-way K-shot tasks."),
+    "eval": ("clipfsar.train.cli", "evaluate", "Evaluate a checkpoint on seeded test episodes."),
+    "demo": ("clipfsar.train.demo", "demo", "Run the whole chain on synthetic data (the README's main job)."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="clip-fsar")
+def cli(verbose: bool) -> None:
+    """clip-fsar: few-shot action recognition from a handful of clips and a name."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # open_clip logs through the root logger at every model build ("initialized randomly")
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda r: "open_clip" not in r.pathname or r.levelno >= logging.ERROR)
+
+
+def main() -> None:
+    from clipfsar.runtime.errors import ClipFsarError
+    try:
+        cli(standalone_mode=False)
+    except ClipFsarError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,28 @@
+"""Shared fixtures: a small synthetic dataset and a tiny checkpoint, built once per session."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# tests never reach for the network: any hub download fails at once
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CLI = [sys.executable, "-m", "clipfsar"]
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    from clipfsar.train.synth import make_dataset
+    root = tmp_path_factory.mktemp("synth") / "data"
+    make_dataset(root, seed=0, clips_per_class=6, size=64, length=16)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    import torch
+    from clipfsar.train import create_model_and_transforms, save_checkpoint
+    torch.manual_seed(0)
+    model, prep = create_model_and_transforms("tiny", frames=8)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model, prep)

@@ -1,0 +1,127 @@
+"""Training-side subcommands: ``synth``, ``archs``, ``train``, ``eval``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from clipfsar.runtime.errors import ClipFsarError
+
+
+@click.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--seed", default=0, show_default=True, help="Seed of classes, splits and clip jitter.")
+@click.option("--clips", "clips_per_class", default=20, show_default=True, help="Clips per class.")
+@click.option("--size", default=96, show_default=True, help="Frame width and height in pixels.")
+@click.option("--length", default=24, show_default=True, help="Frames per clip.")
+@click.option("--fps", default=12.0, show_default=True)
+@click.option("--ext", type=click.Choice([".mp4", ".avi", ".webm"]), default=".mp4", show_default=True)
+def synth(out: Path, seed: int, clips_per_class: int, size: int, length: int, fps: float, ext: str) -> None:
+    """Write synthetic action clips (shapes x motions) to OUT, with OUT/splits/{train,val,test}.txt."""
+    from .synth import make_dataset
+    splits = make_dataset(out, seed, clips_per_class, size, length, fps, ext)
+    for split, names in splits.items():
+        click.echo(f"{split}: {len(names)} classes x {clips_per_class} clips")
+    click.echo(f"wrote {out}")
+
+
+@click.command()
+def archs() -> None:
+    """List the backbone architectures (``tiny`` plus every open_clip config)."""
+    from .backbone import list_archs
+    click.echo("\n".join(list_archs()))
+
+
+@click.command()
+@click.option("--data", type=click.Path(path_type=Path), help="Dataset root (class folders + splits/).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder (must not exist).")
+@click.option("--arch", help="Backbone: tiny, ViT-B-16, RN50, ... [default: tiny]")
+@click.option("--weights", help="open_clip pretrained tag (e.g. openai) or a local weights file.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="A JSON TrainConfig.")
+@click.option("--preset", help="The paper's settings: ssv2-full, ssv2-small, k100, ucf101, hmdb51.")
+@click.option("--steps", type=int, help="Optimizer steps.")
+@click.option("--seed", type=int)
+@click.option("--way", type=int)
+@click.option("--shot", type=int)
+@click.option("--query", type=int, help="Queries per class in training episodes.")
+@click.option("--episodes-per-step", type=int)
+@click.option("--optimizer", type=click.Choice(["adam", "adamw"]))
+@click.option("--lr", type=float)
+@click.option("--warmup-lr", type=float)
+@click.option("--warmup-steps", type=int)
+@click.option("--schedule", type=click.Choice(["step", "cosine"]))
+@click.option("--milestones", help="Comma-separated steps where the step schedule multiplies lr by gamma.")
+@click.option("--alpha", type=float, help="Weight of the video-text loss.")
+@click.option("--val-every", type=int)
+@click.option("--val-episodes", type=int)
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]))
+@click.option("--freeze-backbone", is_flag=True, default=None, help="Cache frame features once; train the heads.")
+@click.option("--cache-samplings", type=int, help="Frame samplings cached per clip with --freeze-backbone.")
+@click.option("--workers", type=int, help="Decoding threads.")
+@click.option("--frames", type=int, help="T, frames per clip.")
+@click.option("--depth", type=int, help="Temporal Transformer depth.")
+@click.option("--no-text-prototype", is_flag=True, default=None, help="Ablation: no text token in prototypes.")
+@click.option("--shot-pooling", type=click.Choice(["before", "after"]))
+@click.option("--beta", type=float, help="Inference fusion weight stored in the checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--stop-after", type=int, help="Stop after this many steps of this invocation (resume later).")
+def train(data, out, config_file, preset, resume, stop_after, milestones, no_text_prototype, **opts) -> None:
+    """Train CLIP-FSAR on episodic N-way K-shot tasks."""
+    from clipfsar.runtime.jsonconfig import from_dict, read_json
+
+    from .config import TrainConfig, preset as get_preset
+    from .loop import Trainer, resumed_config
+
+    if resume:
+        cfg = resumed_config(out)
+    else:
+        if data is None:
+            raise click.UsageError("--data is required")
+        values = get_preset(preset) if preset else {}
+        if config_file:
+            values.update(read_json(config_file, "training config"))
+        model_keys = ("frames", "depth", "shot_pooling", "beta")
+        model = dict(values.pop("model", {}))
+        model.update({k: opts.pop(k) for k in model_keys if opts.get(k) is not None})
+        for k in model_keys:
+            opts.pop(k, None)
+        if no_text_prototype:
+            model["text_in_prototype"] = False
+        values.update({k: v for k, v in opts.items() if v is not None})
+        if milestones:
+            values["milestones"] = [int(m) for m in milestones.split(",")]
+        values.update(data=str(data), out=str(out), model=model)
+        cfg = from_dict(TrainConfig, values, "training config")
+    run = Trainer(cfg, resume=resume, stop_after=stop_after).run()
+    click.echo(f"run folder: {run}")
+
+
+@click.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint or run folder.")
+@click.option("--data", type=click.Path(path_type=Path), required=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("--way", default=5, show_default=True)
+@click.option("--shot", default=1, show_default=True)
+@click.option("--episodes", default=10000, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--beta", type=float, help="Fusion weight (default: the checkpoint's, 0.9 if that is 0).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(checkpoint: Optional[Path], data: Path, split: str, way: int, shot: int, episodes: int, seed: int,
+             beta: Optional[float], as_json: bool) -> None:
+    """Evaluate on seeded N-way K-shot episodes (1 query per class): mean accuracy +- 95% CI per branch."""
+    from .evaluate import evaluate_checkpoint
+
+    if checkpoint is None:
+        raise click.UsageError("--checkpoint is required")
+    report = evaluate_checkpoint(checkpoint, data, split, way, shot, episodes, seed, beta)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"{report['way']}-way {report['shot']}-shot, {report['episodes']} episodes on '{split}' "
+               f"(seed {seed}), checkpoint {report['checkpoint']}")
+    click.echo(f"{'branch':<12}{'accuracy':>10}{'ci95':>8}")
+    for branch, acc in report["branches"].items():
+        label = f"{branch} (beta={report['beta']})" if branch == "fusion" else branch
+        click.echo(f"{label:<12}{acc['accuracy']:>10.2f}{acc['ci95']:>8.2f}")

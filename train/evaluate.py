@@ -1,0 +1,113 @@
+"""The evaluation protocol: seeded N-way K-shot test episodes, 1 query per class, mean accuracy +- 95% CI,
+for the few-shot branch, the video-text branch and their fusion."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .episodes import Episode, episodes as make_episodes
+from .model import CLIPFSAR, fuse
+
+BRANCHES = ("fewshot", "videotext", "fusion")
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Mean episode accuracy (percent) and the half-width of its 95% confidence interval."""
+    accuracy: float
+    ci95: float
+
+    @staticmethod
+    def of(per_episode: Sequence[float]) -> "Accuracy":
+        a = np.asarray(per_episode, float) * 100
+        ci = 1.96 * a.std(ddof=1) / math.sqrt(len(a)) if len(a) > 1 else float("nan")
+        return Accuracy(float(a.mean()), float(ci))
+
+
+def episode_accuracies(probs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Per-episode accuracy from (E, Q, N) probabilities of the three branches; labels are the class row."""
+    out = {}
+    for branch, key in zip(BRANCHES, ("p_fewshot", "p_videotext", "p")):
+        p = probs[key]  # (E, Q, N)
+        e, q, n = p.shape
+        labels = np.repeat(np.arange(n), q // n)[None]  # (1, Q)
+        out[branch] = (p.argmax(-1) == labels).mean(-1)
+    return out
+
+
+@torch.no_grad()
+def classify_episodes(model: CLIPFSAR, feats: torch.Tensor, offsets: np.ndarray, text: torch.Tensor,
+                      eps: Sequence[Episode], beta: float, batch: int = 64) -> Dict[str, np.ndarray]:
+    """Run episodes on precomputed clip features.
+
+    Args:
+        feats: (B, T, D) features of every clip of the split; offsets: first clip index per class.
+        text: (C, D) text features of the split's classes.
+    Returns:
+        (E, Q, N) arrays ``p_fewshot``, ``p_videotext``, ``p``.
+    """
+    model.eval()
+    out: Dict[str, List[np.ndarray]] = {"p_fewshot": [], "p_videotext": [], "p": []}
+    for i in range(0, len(eps), batch):
+        chunk = eps[i:i + batch]
+        e, (n, k), q = len(chunk), chunk[0].support.shape, chunk[0].query.shape[1]
+        cls = torch.as_tensor(np.stack([ep.classes for ep in chunk]))  # (E, N)
+        sup_idx = torch.as_tensor(np.stack([offsets[ep.classes][:, None] + ep.support for ep in chunk]))
+        qry_idx = torch.as_tensor(np.stack([(offsets[ep.classes][:, None] + ep.query).reshape(-1) for ep in chunk]))
+        t, d = feats.shape[1:]
+        ep_text = text[cls]  # (E, N, D)
+        protos = model.prototypes(feats[sup_idx].reshape(e * n, k, t, d), ep_text.reshape(e * n, d))
+        queries = model.query_embeddings(feats[qry_idx].reshape(e * n * q, t, d))
+        dist = model.distances(queries.reshape(e, n * q, t, d), protos.reshape(e, n, t, d))  # (E, N*Q, N)
+        vt = model.video_text_logits(feats[qry_idx], ep_text)  # (E, N*Q, N)
+        res = fuse(dist, vt, beta, model.cfg.frames)
+        for key in out:
+            out[key].append(res[key].float().numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def evaluate_features(model: CLIPFSAR, feats: torch.Tensor, offsets: np.ndarray, counts: Sequence[int],
+                      class_names: Sequence[str], way: int, shot: int, episodes: int, seed: int,
+                      beta: Optional[float] = None, queries: int = 1) -> Dict[str, Accuracy]:
+    """Accuracy of the three branches over ``episodes`` seeded episodes."""
+    eps = make_episodes(seed, episodes, counts, way, shot, queries)
+    text = model.text_features(list(class_names)).to(feats.dtype)
+    probs = classify_episodes(model, feats, offsets, text, eps, model.cfg.beta if beta is None else beta)
+    return {b: Accuracy.of(a) for b, a in episode_accuracies(probs).items()}
+
+
+def evaluate_checkpoint(checkpoint, data, split: str = "test", way: int = 5, shot: int = 1,
+                        episodes: int = 10000, seed: int = 0, beta: Optional[float] = None) -> Dict:
+    """Evaluate a checkpoint (or run folder) on a dataset split; returns the report ``clipfsar eval`` prints.
+
+    The report has ``accuracy`` and ``ci95`` of the few-shot branch at top level (what the paper reports), and
+    every branch under ``branches``.
+    """
+    from pathlib import Path
+
+    from .checkpoint import load_checkpoint
+    from .data import load_split
+    from .features import ClipLoader, all_clips, class_offsets, encode_clips
+    from .loop import best_checkpoint
+
+    ckpt = best_checkpoint(Path(checkpoint))
+    model, prep, _ = load_checkpoint(ckpt)
+    clipset = load_split(Path(data), split, min_clips=shot + 1)
+    if len(clipset.classes) < way:
+        from clipfsar.runtime.errors import DatasetError
+        raise DatasetError(f"split '{split}' has {len(clipset.classes)} classes; {way}-way needs {way}")
+    beta = beta if beta is not None else (model.cfg.beta or 0.9)
+    loader = ClipLoader(prep, model.cfg.frames)
+    try:
+        feats = encode_clips(model, loader, all_clips(clipset))  # each clip encoded once (centre sampling)
+    finally:
+        loader.close()
+    acc = evaluate_features(model, feats, class_offsets(clipset), clipset.counts(), clipset.classes, way, shot,
+                            episodes, seed, beta)
+    return {"checkpoint": str(ckpt), "split": split, "way": way, "shot": shot, "episodes": episodes, "seed": seed,
+            "beta": beta, "accuracy": acc["fewshot"].accuracy, "ci95": acc["fewshot"].ci95,
+            "branches": {b: {"accuracy": a.accuracy, "ci95": a.ci95} for b, a in acc.items()}}
