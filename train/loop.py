@@ -107,6 +107,7 @@ class Trainer:
         if self.resume:
             self.model, self.prep, _ = load_checkpoint(self.out / "last")
         else:
+            torch.manual_seed(cfg.seed)  # the same seed gives the same initial heads and dropout masks
             self.model, self.prep = create_model_and_transforms(cfg=mcfg)
         self.model.to(self.device)
         if cfg.freeze_backbone:
