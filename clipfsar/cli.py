@@ -14,6 +14,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "archs": ("clipfsar.train.cli", "archs", "List the backbone architectures."),
     "train": ("clipfsar.train.cli", "train", "Train CLIP-FSAR on episodic N-way K-shot tasks."),
     "eval": ("clipfsar.train.cli", "evaluate", "Evaluate a checkpoint on seeded test episodes."),
+    "export": ("clipfsar.export.cli", "export", "Export a checkpoint and support clips to a bundle."),
     "demo": ("clipfsar.train.demo", "demo", "Run the whole chain on synthetic data (the README's main job)."),
 }
 

@@ -111,3 +111,16 @@ def read_clip(path: Path, num: int, mode: str = "center", rng: Optional[np.rando
     if n == 0:
         raise VideoError(f"clip {path} has no decodable frames")
     return read_frames(path, sample_indices(n, num, mode, rng))
+
+
+def video_fps(path: Path, default: float = 30.0) -> float:
+    """Frame rate of a video file (``default`` for frame folders or when the container does not say)."""
+    path = Path(path)
+    if path.is_dir():
+        return default
+    cap = _open(path)
+    try:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+    finally:
+        cap.release()
+    return float(fps) if fps and 0 < fps < 1000 else default

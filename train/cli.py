@@ -100,27 +100,31 @@ def train(data, out, config_file, preset, resume, stop_after, milestones, no_tex
 
 @click.command()
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint or run folder.")
+@click.option("--bundle", type=click.Path(path_type=Path), help="Evaluate through a bundle's ONNX graphs instead.")
 @click.option("--data", type=click.Path(path_type=Path), required=True)
 @click.option("--split", default="test", show_default=True)
 @click.option("--way", default=5, show_default=True)
 @click.option("--shot", default=1, show_default=True)
 @click.option("--episodes", default=10000, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--beta", type=float, help="Fusion weight (default: the checkpoint's, 0.9 if that is 0).")
+@click.option("--beta", type=float, default=0.9, show_default=True, help="Fusion weight of the fusion row.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(checkpoint: Optional[Path], data: Path, split: str, way: int, shot: int, episodes: int, seed: int,
+def evaluate(checkpoint: Optional[Path], bundle: Optional[Path], data: Path, split: str, way: int, shot: int, episodes: int, seed: int,
              beta: Optional[float], as_json: bool) -> None:
     """Evaluate on seeded N-way K-shot episodes (1 query per class): mean accuracy +- 95% CI per branch."""
-    from .evaluate import evaluate_checkpoint
-
-    if checkpoint is None:
-        raise click.UsageError("--checkpoint is required")
-    report = evaluate_checkpoint(checkpoint, data, split, way, shot, episodes, seed, beta)
+    if (checkpoint is None) == (bundle is None):
+        raise click.UsageError("give exactly one of --checkpoint or --bundle")
+    if bundle is not None:
+        from clipfsar.export.bundle_eval import evaluate_bundle
+        report = evaluate_bundle(bundle, data, split, way, shot, episodes, seed, beta)
+    else:
+        from .evaluate import evaluate_checkpoint
+        report = evaluate_checkpoint(checkpoint, data, split, way, shot, episodes, seed, beta)
     if as_json:
         click.echo(json.dumps(report))
         return
     click.echo(f"{report['way']}-way {report['shot']}-shot, {report['episodes']} episodes on '{split}' "
-               f"(seed {seed}), checkpoint {report['checkpoint']}")
+               f"(seed {seed}), {report.get('checkpoint') or report['bundle']}")
     click.echo(f"{'branch':<12}{'accuracy':>10}{'ci95':>8}")
     for branch, acc in report["branches"].items():
         label = f"{branch} (beta={report['beta']})" if branch == "fusion" else branch

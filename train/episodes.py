@@ -1,12 +1,15 @@
 """Seeded N-way K-shot episodes: the same seed gives the same episodes on any machine (numpy PCG64)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
 from clipfsar.runtime.errors import DatasetError
+
+BRANCHES = ("fewshot", "videotext", "fusion")
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,27 @@ def episodes(seed: int, count: int, clips_per_class: Sequence[int], way: int, sh
              query: int) -> List[Episode]:
     """``count`` reproducible episodes: episode i depends on (seed, i) only."""
     return [sample_episode(episode_rng(seed, i), clips_per_class, way, shot, query) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Mean episode accuracy (percent) and the half-width of its 95% confidence interval."""
+    accuracy: float
+    ci95: float
+
+    @staticmethod
+    def of(per_episode: Sequence[float]) -> "Accuracy":
+        a = np.asarray(per_episode, float) * 100
+        ci = 1.96 * a.std(ddof=1) / math.sqrt(len(a)) if len(a) > 1 else float("nan")
+        return Accuracy(float(a.mean()), float(ci))
+
+
+def episode_accuracies(probs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Per-episode accuracy from (E, Q, N) probabilities of the three branches; labels are the class row."""
+    out = {}
+    for branch, key in zip(BRANCHES, ("p_fewshot", "p_videotext", "p")):
+        p = probs[key]  # (E, Q, N)
+        e, q, n = p.shape
+        labels = np.repeat(np.arange(n), q // n)[None]  # (1, Q)
+        out[branch] = (p.argmax(-1) == labels).mean(-1)
+    return out

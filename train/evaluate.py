@@ -2,41 +2,13 @@
 for the few-shot branch, the video-text branch and their fusion."""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from .episodes import Episode, episodes as make_episodes
+from .episodes import BRANCHES, Accuracy, Episode, episode_accuracies, episodes as make_episodes
 from .model import CLIPFSAR, fuse
-
-BRANCHES = ("fewshot", "videotext", "fusion")
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    """Mean episode accuracy (percent) and the half-width of its 95% confidence interval."""
-    accuracy: float
-    ci95: float
-
-    @staticmethod
-    def of(per_episode: Sequence[float]) -> "Accuracy":
-        a = np.asarray(per_episode, float) * 100
-        ci = 1.96 * a.std(ddof=1) / math.sqrt(len(a)) if len(a) > 1 else float("nan")
-        return Accuracy(float(a.mean()), float(ci))
-
-
-def episode_accuracies(probs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Per-episode accuracy from (E, Q, N) probabilities of the three branches; labels are the class row."""
-    out = {}
-    for branch, key in zip(BRANCHES, ("p_fewshot", "p_videotext", "p")):
-        p = probs[key]  # (E, Q, N)
-        e, q, n = p.shape
-        labels = np.repeat(np.arange(n), q // n)[None]  # (1, Q)
-        out[branch] = (p.argmax(-1) == labels).mean(-1)
-    return out
 
 
 @torch.no_grad()
@@ -100,7 +72,7 @@ def evaluate_checkpoint(checkpoint, data, split: str = "test", way: int = 5, sho
     if len(clipset.classes) < way:
         from clipfsar.runtime.errors import DatasetError
         raise DatasetError(f"split '{split}' has {len(clipset.classes)} classes; {way}-way needs {way}")
-    beta = beta if beta is not None else (model.cfg.beta or 0.9)
+    beta = 0.9 if beta is None else beta
     loader = ClipLoader(prep, model.cfg.frames)
     try:
         feats = encode_clips(model, loader, all_clips(clipset))  # each clip encoded once (centre sampling)

@@ -75,8 +75,9 @@ def _draw(img: np.ndarray, shape: str, cx: float, cy: float, radius: float, angl
 def render_clip(shape: str, motion: str, rng: np.random.Generator, size: int = 96,
                 length: int = 24) -> List[np.ndarray]:
     """One clip as uint8 BGR frames, with jittered speed, size, start, colour, background and noise."""
-    bg = rng.integers(0, 256, 3)
-    colour = tuple(int(c) for c in (bg + rng.integers(80, 176, 3)) % 256)
+    # a dark, slightly tinted background and a bright object: colour varies, contrast stays
+    bg = rng.integers(20, 90) + rng.integers(-15, 16, 3)
+    colour = tuple(int(c) for c in rng.integers(150, 256, 3))
     radius = size * rng.uniform(0.10, 0.16)
     speed = rng.uniform(0.6, 1.4)
     travel = size * 0.45 * speed  # pixels covered over the clip by translations

@@ -1,0 +1,59 @@
+"""``clipfsar eval --bundle``: the evaluation protocol run through a bundle's ONNX graphs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from clipfsar.runtime.bundle import Bundle
+from clipfsar.runtime.engines import OnnxGraph
+from clipfsar.runtime.errors import DatasetError
+from clipfsar.runtime.fusion import fuse_probs
+from clipfsar.runtime.preprocess import preprocess_frames
+from clipfsar.runtime.video import read_clip
+from clipfsar.train.data import load_split
+from clipfsar.train.episodes import Accuracy, episode_accuracies, episodes as make_episodes
+
+
+def _tokens(bundle: Bundle, names: List[str]) -> np.ndarray:
+    import open_clip  # the export side may use open_clip's tokenizer; the runtime never does
+
+    from clipfsar.train.backbone import resolve_arch
+    tok = open_clip.get_tokenizer(resolve_arch(bundle.manifest.model.arch))
+    return tok([bundle.manifest.model.prompt.format(n) for n in names]).numpy().astype(np.int32)
+
+
+def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "test", way: int = 5, shot: int = 1,
+                    episodes: int = 10000, seed: int = 0, beta: float = 0.9, backend: str = "cpu") -> Dict:
+    """Evaluate through the graphs: image encoder per clip, ``support_head`` per episode, ``query_head``."""
+    bundle = Bundle.open(Path(bundle_dir))
+    facts = bundle.manifest.model
+    graphs = {g: OnnxGraph(bundle.graph_path(g), backend=backend) for g in bundle.manifest.graphs}
+    clipset = load_split(Path(data), split, min_clips=shot + 1)
+    if len(clipset.classes) < way:
+        raise DatasetError(f"split '{split}' has {len(clipset.classes)} classes; {way}-way needs {way}")
+    clips = [c for name in clipset.classes for c in clipset.clips[name]]
+    feats = []
+    for path, n in clips:  # each clip encoded once (centre sampling)
+        x = preprocess_frames(read_clip(path, facts.frames, "center", n_frames=n), facts.preprocess)
+        feats.append(graphs["image_encoder"].run(images=x)["features"])
+    feats_arr = np.stack(feats)  # (B, T, D)
+    text = graphs["text_encoder"].run(tokens=_tokens(bundle, clipset.classes))["text_features"]  # (C, D)
+    offsets = np.concatenate([[0], np.cumsum(clipset.counts())[:-1]]).astype(int)
+    eps = make_episodes(seed, episodes, clipset.counts(), way, shot, 1)
+    probs: Dict[str, list] = {"p_fewshot": [], "p_videotext": [], "p": []}
+    for ep in eps:
+        sup = feats_arr[offsets[ep.classes][:, None] + ep.support]  # (N, K, T, D)
+        qry = feats_arr[(offsets[ep.classes][:, None] + ep.query).reshape(-1)]  # (N*Q, T, D)
+        tx = text[ep.classes]
+        protos = graphs["support_head"].run(support=sup, text=tx)["prototypes"]
+        out = graphs["query_head"].run(query=qry, prototypes=protos, text=tx)
+        probs["p_fewshot"].append(out["p_fewshot"])
+        probs["p_videotext"].append(out["p_videotext"])
+        probs["p"].append(fuse_probs(out["p_fewshot"], out["p_videotext"], beta))
+    acc = {b: Accuracy.of(a) for b, a in episode_accuracies({k: np.stack(v) for k, v in probs.items()}).items()}
+    return {"bundle": str(bundle_dir), "backend": graphs["image_encoder"].providers[0], "split": split, "way": way,
+            "shot": shot, "episodes": episodes, "seed": seed, "beta": beta, "accuracy": acc["fewshot"].accuracy,
+            "ci95": acc["fewshot"].ci95, "branches": {b: {"accuracy": a.accuracy, "ci95": a.ci95}
+                                                      for b, a in acc.items()}}

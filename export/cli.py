@@ -1,0 +1,30 @@
+"""``clipfsar export``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+
+@click.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="Checkpoint or run folder.")
+@click.option("--support", "support_dir", type=click.Path(path_type=Path), required=True,
+              help="A folder per class (names from the folders) of support clips.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
+@click.option("--shots", default=1, show_default=True, help="K clips per class.")
+@click.option("--classes", "classes_file", type=click.Path(path_type=Path), help="Only the classes listed here.")
+@click.option("--window", "window_seconds", type=float, help="Stream window in seconds (default: median clip).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle.")
+def export(checkpoint: Path, support_dir: Path, out: Path, shots: int, classes_file: Optional[Path],
+           window_seconds: Optional[float], force: bool) -> None:
+    """Export ONNX graphs, text-enhanced prototypes and the manifest (with parity) into a bundle."""
+    from .bundle_export import export_bundle
+
+    bundle = export_bundle(checkpoint, support_dir, out, shots, classes_file, force, window_seconds=window_seconds)
+    parity = bundle.manifest.parity
+    click.echo(f"bundle: {out} ({len(bundle.store.class_names)} classes, {shots} shots)")
+    for g, d in parity["graphs"].items():
+        click.echo(f"  {g:<14} onnxruntime vs torch max abs diff {d:.2e}")
+    ep = parity["episodes"]
+    click.echo(f"  episodes: {ep['same_predictions']}/{ep['episodes']} same predictions as the checkpoint")

@@ -1,0 +1,266 @@
+"""The bundle format (owned here): ``manifest.json``, ONNX graphs and the prototype store, in one folder.
+
+A bundle is written atomically (a temporary folder beside it, then a rename) and opened with every hash checked.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import BundleError
+from .preprocess import PreprocessConfig
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+GRAPH_NAMES = ("image_encoder", "text_encoder", "support_head", "query_head")
+PROTOTYPES_FILE = "prototypes.safetensors"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class PrototypeStore:
+    """Enrolled classes: names, text-modulated prototypes (N, T, D), text features (N, D), shots (N,)."""
+    class_names: Tuple[str, ...]
+    prototypes: np.ndarray
+    text_features: np.ndarray
+    shots: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.class_names)
+        if len(set(self.class_names)) != n:
+            raise BundleError("prototype store: duplicate class names")
+        if any(not str(c).strip() for c in self.class_names):
+            raise BundleError("prototype store: a class name is empty")
+        if self.prototypes.ndim != 3 or self.prototypes.shape[0] != n:
+            raise BundleError(f"prototype store: prototypes {self.prototypes.shape} do not match {n} classes")
+        if self.text_features.shape != (n, self.prototypes.shape[2]) or self.shots.shape != (n,):
+            raise BundleError("prototype store: text features or shots do not match the prototypes")
+
+    def save(self, path: Path) -> None:
+        """Write as safetensors (no pickle), atomically."""
+        from safetensors.numpy import save_file
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"prototypes": np.ascontiguousarray(self.prototypes, np.float32),
+                       "text_features": np.ascontiguousarray(self.text_features, np.float32),
+                       "shots": np.ascontiguousarray(self.shots, np.int32)}, tmp,
+                      metadata={"class_names": json.dumps(list(self.class_names))})
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @staticmethod
+    def load(path: Path) -> "PrototypeStore":
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                names = json.loads((f.metadata() or {})["class_names"])
+                arrays = {k: f.get_tensor(k) for k in ("prototypes", "text_features", "shots")}
+        except Exception as e:  # a truncated or foreign file
+            raise BundleError(f"prototype store {path} is unreadable: {e}") from e
+        return PrototypeStore(tuple(names), arrays["prototypes"], arrays["text_features"], arrays["shots"])
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: List[Any]  # ints for fixed axes, strings for dynamic ones
+    dtype: str
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    file: str
+    sha256: str
+    inputs: List[TensorSpec]
+    outputs: List[TensorSpec]
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the runtime needs to know about the model (preprocessing, T, D, prompt, fusion)."""
+    arch: str
+    embed_dim: int
+    frames: int
+    image_size: int
+    resize_short: int
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
+    prompt: str
+    otam_lambda: float
+    beta: float
+    vt_scale: float
+    window_seconds: float
+    context_length: int
+    shot_pooling: str = "before"
+    text_in_prototype: bool = True
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig(self.image_size, self.resize_short, tuple(self.mean), tuple(self.std))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema_version: int
+    package_version: str
+    model: ModelFacts
+    graphs: Dict[str, GraphSpec]
+    prototypes: Dict[str, str]
+    parity: Dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> Dict[str, Any]:
+        import dataclasses
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @staticmethod
+    def from_json(data: Dict[str, Any], where: str) -> "Manifest":
+        from .jsonconfig import from_dict
+        version = data.get("schema_version")
+        if not isinstance(version, int):
+            raise BundleError(f"{where}: no integer schema_version")
+        if version > SCHEMA_VERSION:
+            raise BundleError(f"{where}: schema version {version} is newer than this runtime reads "
+                              f"({SCHEMA_VERSION}); upgrade clip-fsar")
+        try:
+            graphs = {}
+            for name, g in data["graphs"].items():
+                g = dict(g)
+                g["inputs"] = [TensorSpec(**t) for t in g["inputs"]]
+                g["outputs"] = [TensorSpec(**t) for t in g["outputs"]]
+                graphs[name] = GraphSpec(**g)
+            return Manifest(version, data["package_version"], from_dict(ModelFacts, data["model"], f"{where} [model]"),
+                            graphs, dict(data["prototypes"]), dict(data.get("parity", {})))
+        except (KeyError, TypeError) as e:
+            raise BundleError(f"{where}: malformed manifest ({e})") from e
+
+
+def _inside(root: Path, rel: str, what: str) -> Path:
+    """``root / rel``, refusing absolute paths and paths that leave the bundle."""
+    if not rel or os.path.isabs(rel) or Path(rel).drive:
+        raise BundleError(f"bundle {root}: {what} path '{rel}' must be relative to the bundle")
+    path = (root / rel).resolve()
+    if root.resolve() not in path.parents:
+        raise BundleError(f"bundle {root}: {what} path '{rel}' points outside the bundle")
+    return path
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """An opened, validated bundle.
+
+    Example:
+        >>> b = Bundle.open("bundle/")
+        >>> b.graph_path("image_encoder"), b.store.class_names
+    """
+    root: Path
+    manifest: Manifest
+    store: PrototypeStore
+
+    @staticmethod
+    def open(root: Path, check_hashes: bool = True) -> "Bundle":
+        """Open ``root``: read the manifest, check every file exists inside the bundle and matches its hash.
+
+        Raises:
+            BundleError: missing folder or file, wrong hash, newer schema, path outside the bundle.
+        """
+        root = Path(root)
+        if not root.is_dir():
+            raise BundleError(f"bundle folder not found: {root}")
+        mpath = root / MANIFEST
+        if not mpath.is_file():
+            raise BundleError(f"bundle {root} has no {MANIFEST}")
+        try:
+            data = json.loads(mpath.read_text())
+        except json.JSONDecodeError as e:
+            raise BundleError(f"bundle {root}: {MANIFEST} is not valid JSON: {e}") from e
+        manifest = Manifest.from_json(data, str(mpath))
+        missing = [g for g in GRAPH_NAMES if g not in manifest.graphs]
+        if missing:
+            raise BundleError(f"bundle {root}: manifest lacks graphs {', '.join(missing)}")
+        entries = [(f"graph '{n}'", g.file, g.sha256) for n, g in manifest.graphs.items()]
+        entries.append(("prototype store", manifest.prototypes.get("file", ""), manifest.prototypes.get("sha256", "")))
+        for what, rel, digest in entries:
+            path = _inside(root, rel, what)
+            if not path.is_file():
+                raise BundleError(f"bundle {root}: {what} file {rel} is missing")
+            if check_hashes and sha256_of(path) != digest:
+                raise BundleError(f"bundle {root}: {what} file {rel} does not match its sha256 (corrupt or changed)")
+        store = PrototypeStore.load(root / manifest.prototypes["file"])
+        if store.prototypes.shape[1:] != (manifest.model.frames, manifest.model.embed_dim):
+            raise BundleError(f"bundle {root}: prototypes {store.prototypes.shape} do not match T="
+                              f"{manifest.model.frames}, D={manifest.model.embed_dim}")
+        return Bundle(root, manifest, store)
+
+    def graph_path(self, name: str) -> Path:
+        return _inside(self.root, self.manifest.graphs[name].file, f"graph '{name}'")
+
+    def replace_store(self, store: PrototypeStore) -> "Bundle":
+        """Write a new prototype store (atomically) and update the manifest's hash (enrolment)."""
+        path = self.root / self.manifest.prototypes["file"]
+        store.save(path)
+        data = self.manifest.to_json()
+        data["prototypes"]["sha256"] = sha256_of(path)
+        from .jsonconfig import write_json_atomic
+        write_json_atomic(self.root / MANIFEST, data)
+        return Bundle.open(self.root)
+
+
+def write_bundle(out: Path, manifest: Dict[str, Any], files: Dict[str, Path], store: PrototypeStore,
+                 force: bool = False) -> Bundle:
+    """Write a bundle to ``out``: copy ``files`` (bundle-relative name -> source path) and the store, fill in
+    hashes, write the manifest, then move the folder into place in one rename.
+
+    ``manifest`` holds everything but hashes; ``manifest['graphs'][name]['file']`` names a key of ``files``.
+    Refuses an existing ``out`` unless ``force``; an existing bundle is replaced only once the new one is complete.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise BundleError(f"output {out} exists; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        os.chmod(tmp, 0o755)
+        for rel, src in files.items():
+            dst = _inside(tmp, rel, "file")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        store.save(tmp / PROTOTYPES_FILE)
+        manifest = json.loads(json.dumps(manifest))
+        for g in manifest["graphs"].values():
+            g["sha256"] = sha256_of(tmp / g["file"])
+        manifest["prototypes"] = {"file": PROTOTYPES_FILE, "sha256": sha256_of(tmp / PROTOTYPES_FILE)}
+        manifest["schema_version"] = SCHEMA_VERSION
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        Bundle.open(tmp)  # validate what was written before it becomes visible
+        old = out.with_name(f".{out.name}.old")
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Bundle.open(out)
