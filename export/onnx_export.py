@@ -9,6 +9,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 import onnx
+import onnxscript.optimizer
 import torch
 
 from clipfsar.runtime.engines import OnnxGraph
@@ -49,6 +50,9 @@ def export_graph(module: torch.nn.Module, name: str, args: Tuple[torch.Tensor, .
         torch.onnx.export(module, args, str(path), input_names=list(inputs), output_names=list(outputs),
                           dynamic_axes=dynamic, opset_version=OPSET, do_constant_folding=True, dynamo=False)
     m = onnx.load(str(path))
+    # fold the shape arithmetic the TorchScript exporter leaves (e.g. nn.MultiheadAttention's unflatten), so
+    # every tensor has a static rank, as TensorRT's parser needs
+    m = onnxscript.optimizer.optimize(m)
     m.graph.name = name
     onnx.checker.check_model(m)
     onnx.save(m, str(path))

@@ -26,3 +26,12 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model, prep = create_model_and_transforms("tiny", frames=8)
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model, prep)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_checkpoint, synth_data) -> Path:
+    from clipfsar.export.bundle_export import export_bundle
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    export_bundle(tiny_checkpoint, synth_data, out, shots=2, classes_file=synth_data / "splits" / "test.txt",
+                  parity_episodes=20)
+    return out
