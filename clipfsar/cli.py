@@ -15,6 +15,8 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "train": ("clipfsar.train.cli", "train", "Train CLIP-FSAR on episodic N-way K-shot tasks."),
     "eval": ("clipfsar.train.cli", "evaluate", "Evaluate a checkpoint on seeded test episodes."),
     "export": ("clipfsar.export.cli", "export", "Export a checkpoint and support clips to a bundle."),
+    "run": ("clipfsar.runtime.cli", "run", "Classify a camera, file or network stream with a bundle."),
+    "bench": ("clipfsar.runtime.cli", "bench", "Per-stage latency and memory of the streaming runtime."),
     "demo": ("clipfsar.train.demo", "demo", "Run the whole chain on synthetic data (the README's main job)."),
 }
 

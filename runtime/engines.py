@@ -6,6 +6,7 @@ checked (onnxruntime silently falls back to the CPU when a GPU provider cannot s
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -25,6 +26,44 @@ _PROVIDERS = {
 
 class BackendUnavailableError(ClipFsarError):
     """The requested backend cannot run on this machine."""
+
+
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver sees (0 without a driver): checked before onnxruntime is asked for a GPU provider."""
+    import ctypes
+    try:
+        lib = ctypes.CDLL("libcuda.so.1" if os.name != "nt" else "nvcuda.dll")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def tensorrt_libraries_present() -> bool:
+    """Whether TensorRT's runtime library can be loaded (onnxruntime's TensorRT provider needs it)."""
+    import ctypes
+    for name in ("libnvinfer.so.10", "libnvinfer.so.11", "libnvinfer.so", "nvinfer_10.dll", "nvinfer.dll"):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def usable_backends() -> List[str]:
+    """Backends that can truly run here, best first (GPU providers only where a GPU and their libraries are)."""
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    out = []
+    if cuda_device_count() > 0:
+        if _PROVIDERS["tensorrt"] in available and tensorrt_libraries_present():
+            out.append("tensorrt")
+        if _PROVIDERS["cuda"] in available:
+            out.append("cuda")
+    return out + ["cpu"]
 
 
 def _provider_list(backend: str, cache_dir: Optional[Path]) -> List:
@@ -51,14 +90,19 @@ class OnnxGraph:
 
         if backend not in BACKENDS:
             raise ClipFsarError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+        ort.set_default_logger_severity(3)
         available = ort.get_available_providers()
         if backend == "auto":
-            order = [b for b in ("tensorrt", "cuda", "cpu") if _PROVIDERS[b] in available]
+            order = usable_backends()
         else:
             if _PROVIDERS[backend] not in available:
                 raise BackendUnavailableError(
                     f"backend '{backend}' needs onnxruntime's {_PROVIDERS[backend]}, which this onnxruntime "
                     f"does not have (available: {', '.join(available)})")
+            if backend != "cpu" and backend not in usable_backends():
+                raise BackendUnavailableError(
+                    f"backend '{backend}' cannot run here: "
+                    + ("no CUDA GPU found" if cuda_device_count() == 0 else "TensorRT libraries not found"))
             order = [backend]
         opts = ort.SessionOptions()
         opts.log_severity_level = 3

@@ -124,3 +124,12 @@ def video_fps(path: Path, default: float = 30.0) -> float:
     finally:
         cap.release()
     return float(fps) if fps and 0 < fps < 1000 else default
+
+
+def fourcc_for(path: Path) -> str:
+    """The codec OpenCV's pip wheel writes for a file extension (.mp4 mp4v, .avi MJPG, .webm VP80)."""
+    ext = Path(path).suffix.lower()
+    codecs = {".mp4": "mp4v", ".avi": "MJPG", ".webm": "VP80", ".mkv": "mp4v", ".mov": "mp4v"}
+    if ext not in codecs:
+        raise VideoError(f"cannot write video {path}: use .mp4, .avi or .webm")
+    return codecs[ext]

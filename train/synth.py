@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from clipfsar.runtime.errors import ClipFsarError
+from clipfsar.runtime.video import fourcc_for
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 MOTIONS = ("moving left", "moving right", "moving up", "moving down", "rotating clockwise",
@@ -116,9 +117,7 @@ def render_clip(shape: str, motion: str, rng: np.random.Generator, size: int = 9
 
 def write_video(path: Path, frames: List[np.ndarray], fps: float = 12.0) -> None:
     """Write uint8 BGR frames as a video (codec from the extension: .mp4 mp4v, .avi MJPG, .webm VP80)."""
-    fourcc = {".mp4": "mp4v", ".avi": "MJPG", ".webm": "VP80"}.get(Path(path).suffix.lower())
-    if fourcc is None:
-        raise ClipFsarError(f"cannot write video {path}: use .mp4, .avi or .webm")
+    fourcc = fourcc_for(path)
     h, w = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
     if not writer.isOpened():

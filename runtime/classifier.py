@@ -1,0 +1,283 @@
+"""The embeddable classifier: ``Classifier.load(bundle)``, ``classify_clip(frames)``, ``stream(source)``.
+
+Example:
+    >>> from clipfsar.runtime import Classifier
+    >>> clf = Classifier.load("bundle/", backend="auto")
+    >>> for d in clf.stream("0"):            # camera 0
+    ...     print(d.label, d.score, d.t_end)
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .bundle import Bundle
+from .engines import OnnxGraph
+from .errors import ClipFsarError
+from .fusion import fuse_probs
+from .preprocess import preprocess_frames
+from .sources import Frame, Gap, SourceError, open_source
+from .video import sample_indices
+
+log = logging.getLogger(__name__)
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    """The class of one clip: ``label`` (or ``unknown``), its ``score``, and every class's score."""
+    label: str
+    score: float
+    scores: Tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One streaming decision over a window of frames.
+
+    Attributes:
+        label: the top class, or ``unknown`` when its smoothed score is below the threshold.
+        score: the smoothed score of the top class.
+        scores: every class's smoothed score, in ``Classifier.class_names`` order.
+        t_start, t_end: times (seconds) of the window's first and last sampled frames.
+        frame: index of the window's last sampled frame in the source.
+        source: the source's name.
+    """
+    label: str
+    score: float
+    scores: Tuple[float, ...]
+    t_start: float
+    t_end: float
+    frame: int
+    source: str = ""
+
+
+@dataclass
+class StreamStats:
+    """Counters and per-stage seconds, for benchmarks and for checking that each sampled frame is encoded once."""
+    frames_read: int = 0
+    frames_sampled: int = 0
+    encoder_calls: int = 0
+    encoder_images: int = 0
+    head_calls: int = 0
+    decisions: int = 0
+    gaps: int = 0
+    seconds: Dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("decode", "preprocess", "encoder", "head", "post"), 0.0))
+
+
+class Classifier:
+    """Few-shot action classifier over a bundle, torch-free (onnxruntime + numpy + OpenCV)."""
+
+    def __init__(self, bundle: Bundle, backend: str = "auto", threads: int = 0):
+        self.bundle = bundle
+        facts = bundle.manifest.model
+        self.facts, self.prep = facts, facts.preprocess
+        cache = bundle.root / "engines"
+        self.image_encoder = OnnxGraph(bundle.graph_path("image_encoder"), backend, cache, threads)
+        self.query_head = OnnxGraph(bundle.graph_path("query_head"), backend, cache, threads)
+        self.backend = self.image_encoder.backend
+        self.providers = {"image_encoder": self.image_encoder.providers[0],
+                          "query_head": self.query_head.providers[0]}
+        self.class_names: Tuple[str, ...] = bundle.store.class_names
+        self.stats = StreamStats()
+
+    @staticmethod
+    def load(bundle: Union[str, Path], backend: str = "auto", threads: int = 0) -> "Classifier":
+        """Open and validate a bundle and create its inference sessions.
+
+        Args:
+            bundle: the bundle folder.
+            backend: ``auto`` (the best that truly runs), ``tensorrt``, ``cuda`` or ``cpu``.
+            threads: CPU threads per session (0 = onnxruntime's default).
+        Raises:
+            BundleError: the bundle fails validation. BackendUnavailableError: the backend cannot run here.
+        """
+        clf = Classifier(Bundle.open(Path(bundle)), backend, threads)
+        log.info("bundle %s: %d classes; image encoder on %s, heads on %s", bundle, len(clf.class_names),
+                 clf.providers["image_encoder"], clf.providers["query_head"])
+        return clf
+
+    # ----- building blocks ------------------------------------------------------------------------------------
+    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 BGR frames -> (B, D) image features, in one encoder call."""
+        t0 = time.perf_counter()
+        x = preprocess_frames(images, self.prep)
+        t1 = time.perf_counter()
+        feats = self.image_encoder.run(images=x)["features"]
+        t2 = time.perf_counter()
+        s = self.stats
+        s.seconds["preprocess"] += t1 - t0
+        s.seconds["encoder"] += t2 - t1
+        s.encoder_calls += 1
+        s.encoder_images += len(images)
+        return feats
+
+    def scores(self, feats: np.ndarray, beta: Optional[float] = None) -> np.ndarray:
+        """(B, T, D) frame features -> (B, N) class probabilities (the bundle's fusion, or ``beta``)."""
+        t0 = time.perf_counter()
+        store = self.bundle.store
+        out = self.query_head.run(query=np.ascontiguousarray(feats, np.float32), prototypes=store.prototypes,
+                                  text=store.text_features)
+        probs = out["probs"] if beta is None else fuse_probs(out["p_fewshot"], out["p_videotext"], beta)
+        self.stats.seconds["head"] += time.perf_counter() - t0
+        self.stats.head_calls += 1
+        return probs
+
+    def _result(self, probs: np.ndarray, threshold: float) -> Tuple[str, float]:
+        top = int(np.argmax(probs))
+        score = float(probs[top])
+        return (self.class_names[top] if score >= threshold else UNKNOWN), score
+
+    # ----- clips ----------------------------------------------------------------------------------------------
+    def classify_clip(self, frames: Sequence[np.ndarray], threshold: float = 0.0) -> ClipResult:
+        """Classify one clip given as frames (uint8 BGR, as OpenCV gives them); T are sampled TSN-style.
+
+        Raises:
+            ClipFsarError: no frames.
+        """
+        if len(frames) == 0:
+            raise ClipFsarError("classify_clip: no frames given")
+        idx = sample_indices(len(frames), self.facts.frames, "center")
+        feats = self.encode([frames[i] for i in idx])[None]  # (1, T, D)
+        probs = self.scores(feats)[0]
+        label, score = self._result(probs, threshold)
+        return ClipResult(label, score, tuple(float(p) for p in probs))
+
+    # ----- streams --------------------------------------------------------------------------------------------
+    def stream(self, source, window: Optional[float] = None, hop: Optional[float] = None, threshold: float = 0.0,
+               smooth: int = 1, max_fps: Optional[float] = None,
+               on_frame: Optional[Callable[[Frame, Optional[Decision]], None]] = None) -> Iterator[Decision]:
+        """Classify a stream: decisions over sliding windows.
+
+        Args:
+            source: camera index, video file, image folder, URL, GStreamer pipeline, or an opened source.
+            window: seconds a decision covers (default: the bundle's); T frames are sampled evenly in it.
+            hop: seconds between decisions (default: one sampling interval, ``window / T``).
+            threshold: below this smoothed score the label is ``unknown``.
+            smooth: average the scores of the last ``smooth`` windows.
+            max_fps: read at most this many frames per second (paces files to real time, caps live sources).
+            on_frame: called with every frame read and the latest decision (drawing, saving).
+        Yields:
+            Decision, one per hop once the first window is full.
+        Raises:
+            SourceError: the source cannot be opened, or the window is longer than a file.
+        """
+        for _, d in self.stream_many([source], window, hop, threshold, smooth, max_fps,
+                                     None if on_frame is None else (lambda i, f, d: on_frame(f, d))):
+            yield d
+
+    def stream_many(self, sources: Sequence, window: Optional[float] = None, hop: Optional[float] = None,
+                    threshold: float = 0.0, smooth: int = 1, max_fps: Optional[float] = None,
+                    on_frame: Optional[Callable[[int, Frame, Optional[Decision]], None]] = None
+                    ) -> Iterator[Tuple[int, Decision]]:
+        """Several streams in one process: the frames due from every stream go through one encoder call.
+
+        Yields ``(source index, Decision)``; see :meth:`stream` for the arguments.
+        """
+        window = float(window or self.facts.window_seconds)
+        T = self.facts.frames
+        interval = window / T
+        hop_samples = 1 if hop is None else max(1, int(round(hop / interval)))
+        if smooth < 1:
+            raise ClipFsarError(f"smooth must be >= 1, got {smooth}")
+        states = [_StreamState(s if hasattr(s, "frames") else open_source(s), T, smooth) for s in sources]
+        for st in states:
+            if st.source.duration < window:
+                raise SourceError(f"window of {window:g} s is longer than {st.source.name} "
+                                  f"({st.source.duration:.2f} s); pass a shorter --window")
+        try:
+            active = list(range(len(states)))
+            while active:
+                due: List[Tuple[int, Frame]] = []
+                for i in list(active):
+                    frame = self._next_sample(states[i], interval, max_fps, on_frame, i)
+                    if frame is None:
+                        active.remove(i)
+                    else:
+                        due.append((i, frame))
+                if not due:
+                    break
+                feats = self.encode([f.image for _, f in due])  # one encoder call for every stream
+                ready = []
+                for (i, frame), feat in zip(due, feats):
+                    st = states[i]
+                    st.ring.append((frame, feat))
+                    st.since += 1
+                    if len(st.ring) == T and st.since >= hop_samples:
+                        st.since = 0
+                        ready.append(i)
+                if ready:
+                    probs = self.scores(np.stack([np.stack([f for _, f in states[i].ring]) for i in ready]))
+                    for i, p in zip(ready, probs):
+                        d = self._decide(states[i], p, threshold)
+                        yield i, d
+        finally:
+            for st in states:
+                close = getattr(st.source, "close", None)
+                if close:
+                    close()
+        for st in states:
+            if st.source.error:
+                raise SourceError(st.source.error)
+
+    def _next_sample(self, st: "_StreamState", interval: float, max_fps: Optional[float], on_frame, i: int):
+        """Read frames until the next one due for sampling; None at the end of the source."""
+        while True:
+            t0 = time.perf_counter()
+            item = next(st.frames, None)
+            self.stats.seconds["decode"] += time.perf_counter() - t0
+            if item is None:
+                return None
+            if isinstance(item, Gap):  # a live source came back: never span a window across the gap
+                st.ring.clear()
+                st.next_t = None
+                self.stats.gaps += 1
+                continue
+            self.stats.frames_read += 1
+            if max_fps:
+                wait = st.last_read + 1.0 / max_fps - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                st.last_read = time.perf_counter()
+            if on_frame is not None:
+                on_frame(i, item, st.last)
+            if st.next_t is None:
+                st.next_t = item.time
+            if item.time + 1e-6 >= st.next_t:
+                st.next_t += interval
+                if st.next_t <= item.time:  # a live source lagged: resume the cadence from now
+                    st.next_t = item.time + interval
+                self.stats.frames_sampled += 1
+                return item
+
+    def _decide(self, st: "_StreamState", probs: np.ndarray, threshold: float) -> Decision:
+        t0 = time.perf_counter()
+        st.history.append(probs)
+        smoothed = np.mean(st.history, axis=0)
+        label, score = self._result(smoothed, threshold)
+        first, last = st.ring[0][0], st.ring[-1][0]
+        d = Decision(label, score, tuple(float(p) for p in smoothed), first.time, last.time, last.index,
+                     st.source.name)
+        st.last = d
+        self.stats.decisions += 1
+        self.stats.seconds["post"] += time.perf_counter() - t0
+        return d
+
+
+class _StreamState:
+    def __init__(self, source, frames: int, smooth: int):
+        self.source = source
+        self.frames = iter(source.frames())
+        self.ring: Deque[Tuple[Frame, np.ndarray]] = deque(maxlen=frames)  # (frame, (D,) feature)
+        self.history: Deque[np.ndarray] = deque(maxlen=smooth)
+        self.next_t: Optional[float] = None
+        self.since = 0
+        self.last: Optional[Decision] = None
+        self.last_read = 0.0

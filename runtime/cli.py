@@ -1,0 +1,130 @@
+"""``clipfsar run`` and ``clipfsar bench``: torch-free."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from .engines import BACKENDS
+
+log = logging.getLogger(__name__)
+
+
+def _decision_json(d, names) -> str:
+    return json.dumps({"label": d.label, "score": round(d.score, 6), "t_start": round(d.t_start, 4),
+                       "t_end": round(d.t_end, 4), "frame": d.frame, "source": d.source,
+                       "scores": {n: round(s, 6) for n, s in zip(names, d.scores)}})
+
+
+class _VideoSink:
+    """Writes annotated frames to a video file (opened at the first frame) and/or shows them in a window."""
+
+    def __init__(self, save: Optional[Path], show: bool, fps: float):
+        self.save, self.show, self.fps = save, show, fps
+        self.writer = None
+        self.frames = 0
+        self.t_last, self.rate = time.perf_counter(), None
+
+    def __call__(self, frame, decision) -> None:
+        import cv2
+
+        from .annotate import annotate
+        now = time.perf_counter()
+        inst = 1.0 / max(now - self.t_last, 1e-6)
+        self.rate = inst if self.rate is None else 0.9 * self.rate + 0.1 * inst
+        self.t_last = now
+        img = annotate(frame.image, decision, self.rate)
+        if self.save is not None:
+            if self.writer is None:
+                from .video import fourcc_for
+                h, w = img.shape[:2]
+                self.writer = cv2.VideoWriter(str(self.save), cv2.VideoWriter_fourcc(*fourcc_for(self.save)),
+                                              self.fps, (w, h))
+                if not self.writer.isOpened():
+                    raise click.ClickException(f"cannot write video {self.save}")
+            self.writer.write(img)
+            self.frames += 1
+        if self.show:
+            cv2.imshow("clip-fsar", img)
+            if cv2.waitKey(1) & 0xFF == ord("q"):
+                raise KeyboardInterrupt
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        if self.show:
+            import cv2
+            cv2.destroyAllWindows()
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--source", required=True, help="Camera index, video file, image folder, URL or GStreamer pipeline.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--window", type=float, help="Seconds per decision window (default: the bundle's).")
+@click.option("--hop", type=float, help="Seconds between decisions (default: window / T).")
+@click.option("--threshold", type=float, default=0.0, show_default=True, help="Below this score: 'unknown'.")
+@click.option("--smooth", type=int, default=1, show_default=True, help="Average over the last k windows.")
+@click.option("--show", is_flag=True, help="Show the annotated stream in a window (q quits).")
+@click.option("--save", type=click.Path(path_type=Path), help="Write the annotated video here (.mp4, .avi).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per decision on stdout.")
+@click.option("--max-fps", type=float, help="Read at most this many frames per second.")
+@click.option("--live", is_flag=True, help="Treat a file like a live source (newest frame only).")
+def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: Optional[float], threshold: float,
+        smooth: int, show: bool, save: Optional[Path], as_json: bool, max_fps: Optional[float], live: bool) -> None:
+    """Classify a camera, file or network stream with a bundle."""
+    from .classifier import Classifier
+    from .sources import open_source
+
+    clf = Classifier.load(bundle, backend=backend)
+    src = open_source(source, live=live or None)
+    click.echo(f"backend: image encoder on {clf.providers['image_encoder']}, heads on {clf.providers['query_head']}",
+               err=True)
+    sink = _VideoSink(save, show, getattr(src, "fps", 30.0)) if (save or show) else None
+    n = 0
+    try:
+        for d in clf.stream(src, window, hop, threshold, smooth, max_fps, on_frame=sink):
+            n += 1
+            if as_json:
+                click.echo(_decision_json(d, clf.class_names))
+            else:
+                click.echo(f"[{d.t_start:7.2f}-{d.t_end:7.2f}s] frame {d.frame:6d}  {d.label:<32} {d.score:.3f}")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        click.echo(f"stopped after {n} decisions", err=True)
+    finally:
+        if sink is not None:
+            sink.close()
+            if save is not None:
+                click.echo(f"wrote {sink.frames} annotated frames to {save}", err=True)
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--source", required=True, type=click.Path(path_type=Path), help="A video file.")
+@click.option("--backend", "backends", multiple=True, type=click.Choice(BACKENDS[1:]),
+              help="Backends to measure (default: every one that runs here).")
+@click.option("--frames", "total_frames", default=10000, show_default=True,
+              help="Frames to stream (the file is replayed) for the memory check.")
+@click.option("--json", "as_json", is_flag=True)
+def bench(bundle: Path, source: Path, backends, total_frames: int, as_json: bool) -> None:
+    """Per-stage latency, decisions/s and resident memory over a long stream, per backend."""
+    from .bench import run_bench
+
+    report = run_bench(bundle, source, list(backends) or None, total_frames)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for r in report["backends"]:
+        click.echo(f"backend {r['backend']} ({r['provider']}): {r['decisions_per_s']:.1f} decisions/s, "
+                   f"{r['frames_per_s']:.0f} frames/s read")
+        for stage, ms in r["ms_per_decision"].items():
+            click.echo(f"  {stage:<11} {ms:8.3f} ms/decision")
+        click.echo(f"  around the encoder: {100 * r['overhead_vs_encoder']:.1f}% of the encoder's time")
+        click.echo(f"  RSS {r['rss_mb_start']:.1f} MB at start, {r['rss_mb_end']:.1f} MB after "
+                   f"{r['frames']} frames")
