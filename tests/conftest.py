@@ -35,3 +35,17 @@ def tiny_bundle(tmp_path_factory, tiny_checkpoint, synth_data) -> Path:
     export_bundle(tiny_checkpoint, synth_data, out, shots=2, classes_file=synth_data / "splits" / "test.txt",
                   parity_episodes=20)
     return out
+
+
+@pytest.fixture(scope="session")
+def stream_file(tmp_path_factory) -> Path:
+    """A 3 s video at 12 fps (36 frames): a circle moving left, then a star rotating, then a square growing."""
+    import numpy as np
+    from clipfsar.train.synth import render_clip, write_video
+    rng = np.random.default_rng(7)
+    frames = []
+    for shape, motion in (("circle", "moving left"), ("star", "rotating clockwise"), ("square", "growing")):
+        frames += render_clip(shape, motion, rng, 64, 12)
+    path = tmp_path_factory.mktemp("stream") / "stream.mp4"
+    write_video(path, frames, fps=12)
+    return path
