@@ -76,8 +76,8 @@ def demo(out: Path, steps: int, episodes: int, seed: int, fresh: bool) -> None:
     write_video(out / "stream.mp4", frames, fps=12)
     clf = Classifier.load(bundle, backend="auto")
     click.echo(f"backend: {clf.providers['image_encoder']}")
-    from clipfsar.runtime.cli import _VideoSink
-    sink = _VideoSink(out / "annotated.mp4", False, 12.0)
+    from clipfsar.runtime.annotate import AnnotatedSink
+    sink = AnnotatedSink(out / "annotated.mp4", False, 12.0)
     correct = total = 0
     with open(out / "decisions.jsonl", "w") as log:
         try:
@@ -97,8 +97,8 @@ def demo(out: Path, steps: int, episodes: int, seed: int, fresh: bool) -> None:
                f" image-encoder images")
     (out / "done").write_text("ok\n")
     click.secho(f"\ndone in {(time.perf_counter() - start) / 60:.1f} min", bold=True)
-    click.echo(f"""
-The same on real data with real CLIP weights (a folder per class of videos + splits/{{train,val,test}}.txt):
+    click.echo("""
+The same on real data with real CLIP weights (a folder per class of videos + splits/{train,val,test}.txt):
   clipfsar train --data DATA --out runs/rn50 --preset hmdb51          # CLIP-RN50, openai weights, paper settings
   clipfsar train --data DATA --out runs/vitb16 --arch ViT-B-16 --weights openai --steps 2000
   clipfsar eval --checkpoint runs/vitb16 --data DATA --split test --shot 1 --episodes 10000

@@ -1,12 +1,16 @@
-"""Drawing a decision on a frame: the label, a score bar and the frame rate."""
+"""Drawing decisions on frames (label, score bar, frame rate), and writing or showing the annotated stream."""
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Optional
 
 import cv2
 import numpy as np
 
 from .classifier import UNKNOWN, Decision
+from .errors import VideoError
+from .video import fourcc_for
 
 
 def annotate(image: np.ndarray, decision: Optional[Decision], fps: Optional[float] = None) -> np.ndarray:
@@ -30,3 +34,39 @@ def annotate(image: np.ndarray, decision: Optional[Decision], fps: Optional[floa
         cv2.putText(out, text, (w - tw - 6, int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
                     (255, 255, 255), thick, cv2.LINE_AA)
     return out
+
+
+class AnnotatedSink:
+    """Writes annotated frames to a video file (opened at the first frame) and/or shows them in a window."""
+
+    def __init__(self, save: Optional[Path], show: bool, fps: float):
+        self.save, self.show, self.fps = save, show, fps
+        self.writer = None
+        self.frames = 0
+        self.t_last, self.rate = time.perf_counter(), None
+
+    def __call__(self, frame, decision) -> None:
+        now = time.perf_counter()
+        inst = 1.0 / max(now - self.t_last, 1e-6)
+        self.rate = inst if self.rate is None else 0.9 * self.rate + 0.1 * inst
+        self.t_last = now
+        img = annotate(frame.image, decision, self.rate)
+        if self.save is not None:
+            if self.writer is None:
+                h, w = img.shape[:2]
+                self.writer = cv2.VideoWriter(str(self.save), cv2.VideoWriter_fourcc(*fourcc_for(self.save)),
+                                              self.fps, (w, h))
+                if not self.writer.isOpened():
+                    raise VideoError(f"cannot write video {self.save}")
+            self.writer.write(img)
+            self.frames += 1
+        if self.show:
+            cv2.imshow("clip-fsar", img)
+            if cv2.waitKey(1) & 0xFF == ord("q"):
+                raise KeyboardInterrupt
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        if self.show:
+            cv2.destroyAllWindows()

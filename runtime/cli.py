@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 import click
 
+from .annotate import AnnotatedSink
 from .engines import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -19,47 +19,6 @@ def _decision_json(d, names) -> str:
     return json.dumps({"label": d.label, "score": round(d.score, 6), "t_start": round(d.t_start, 4),
                        "t_end": round(d.t_end, 4), "frame": d.frame, "source": d.source,
                        "scores": {n: round(s, 6) for n, s in zip(names, d.scores)}})
-
-
-class _VideoSink:
-    """Writes annotated frames to a video file (opened at the first frame) and/or shows them in a window."""
-
-    def __init__(self, save: Optional[Path], show: bool, fps: float):
-        self.save, self.show, self.fps = save, show, fps
-        self.writer = None
-        self.frames = 0
-        self.t_last, self.rate = time.perf_counter(), None
-
-    def __call__(self, frame, decision) -> None:
-        import cv2
-
-        from .annotate import annotate
-        now = time.perf_counter()
-        inst = 1.0 / max(now - self.t_last, 1e-6)
-        self.rate = inst if self.rate is None else 0.9 * self.rate + 0.1 * inst
-        self.t_last = now
-        img = annotate(frame.image, decision, self.rate)
-        if self.save is not None:
-            if self.writer is None:
-                from .video import fourcc_for
-                h, w = img.shape[:2]
-                self.writer = cv2.VideoWriter(str(self.save), cv2.VideoWriter_fourcc(*fourcc_for(self.save)),
-                                              self.fps, (w, h))
-                if not self.writer.isOpened():
-                    raise click.ClickException(f"cannot write video {self.save}")
-            self.writer.write(img)
-            self.frames += 1
-        if self.show:
-            cv2.imshow("clip-fsar", img)
-            if cv2.waitKey(1) & 0xFF == ord("q"):
-                raise KeyboardInterrupt
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-        if self.show:
-            import cv2
-            cv2.destroyAllWindows()
 
 
 @click.command()
@@ -85,7 +44,7 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
     src = open_source(source, live=live or None)
     click.echo(f"backend: image encoder on {clf.providers['image_encoder']}, heads on {clf.providers['query_head']}",
                err=True)
-    sink = _VideoSink(save, show, getattr(src, "fps", 30.0)) if (save or show) else None
+    sink = AnnotatedSink(save, show, getattr(src, "fps", 30.0)) if (save or show) else None
     n = 0
     try:
         for d in clf.stream(src, window, hop, threshold, smooth, max_fps, on_frame=sink):

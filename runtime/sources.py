@@ -20,7 +20,7 @@ from typing import Callable, Iterator, List, Optional, Union
 import cv2
 import numpy as np
 
-from .errors import ClipFsarError, VideoError
+from .errors import ClipFsarError
 from .video import IMAGE_EXTS
 
 log = logging.getLogger(__name__)

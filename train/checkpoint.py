@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 

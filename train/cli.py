@@ -7,7 +7,6 @@ from typing import Optional
 
 import click
 
-from clipfsar.runtime.errors import ClipFsarError
 
 
 @click.command()

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .episodes import BRANCHES, Accuracy, Episode, episode_accuracies, episodes as make_episodes
+from .episodes import Accuracy, Episode, episode_accuracies, episodes as make_episodes
 from .model import CLIPFSAR, fuse
 
 
@@ -38,7 +38,7 @@ def classify_episodes(model: CLIPFSAR, feats: torch.Tensor, offsets: np.ndarray,
         vt = model.video_text_logits(feats[qry_idx], ep_text)  # (E, N*Q, N)
         res = fuse(dist, vt, beta, model.cfg.frames)
         for key in out:
-            out[key].append(res[key].float().numpy())
+            out[key].append(res[key].float().cpu().numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -67,7 +67,9 @@ def evaluate_checkpoint(checkpoint, data, split: str = "test", way: int = 5, sho
     from .loop import best_checkpoint
 
     ckpt = best_checkpoint(Path(checkpoint))
-    model, prep, _ = load_checkpoint(ckpt)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, prep, _ = load_checkpoint(ckpt, map_location=device)
+    model.to(device)
     clipset = load_split(Path(data), split, min_clips=shot + 1)
     if len(clipset.classes) < way:
         from clipfsar.runtime.errors import DatasetError
@@ -75,10 +77,10 @@ def evaluate_checkpoint(checkpoint, data, split: str = "test", way: int = 5, sho
     beta = 0.9 if beta is None else beta
     loader = ClipLoader(prep, model.cfg.frames)
     try:
-        feats = encode_clips(model, loader, all_clips(clipset))  # each clip encoded once (centre sampling)
+        feats = encode_clips(model, loader, all_clips(clipset), device=device)  # each clip once, centre sampling
     finally:
         loader.close()
-    acc = evaluate_features(model, feats, class_offsets(clipset), clipset.counts(), clipset.classes, way, shot,
+    acc = evaluate_features(model, feats.to(device), class_offsets(clipset), clipset.counts(), clipset.classes, way, shot,
                             episodes, seed, beta)
     return {"checkpoint": str(ckpt), "split": split, "way": way, "shot": shot, "episodes": episodes, "seed": seed,
             "beta": beta, "accuracy": acc["fewshot"].accuracy, "ci95": acc["fewshot"].ci95,

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch

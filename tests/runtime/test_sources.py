@@ -1,5 +1,4 @@
 import cv2
-import numpy as np
 import pytest
 
 from clipfsar.runtime.sources import FileSource, Frame, Gap, ImageFolderSource, LiveSource, SourceError, open_source

@@ -56,7 +56,6 @@ def test_frozen_backbone_trains_heads_only(synth_data, tmp_path):
     Trainer(cfg).run()
     cache = load_file(str(tmp_path / "run" / "features_train.safetensors"))
     assert len(cache) == 2 * 27 * 6 and next(iter(cache.values())).shape == (4, 64)
-    from clipfsar.train.factory import create_model_and_transforms
     import torch
     torch.manual_seed(0)
     trained = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
