@@ -45,7 +45,7 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
     click.echo(f"backend: image encoder on {clf.providers['image_encoder']}, heads on {clf.providers['query_head']}",
                err=True)
     sink = AnnotatedSink(save, show, getattr(src, "fps", 30.0)) if (save or show) else None
-    n = 0
+    n, interrupted = 0, False
     try:
         for d in clf.stream(src, window, hop, threshold, smooth, max_fps, on_frame=sink):
             n += 1
@@ -55,12 +55,15 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
                 click.echo(f"[{d.t_start:7.2f}-{d.t_end:7.2f}s] frame {d.frame:6d}  {d.label:<32} {d.score:.3f}")
             sys.stdout.flush()
     except KeyboardInterrupt:
+        interrupted = True
         click.echo(f"stopped after {n} decisions", err=True)
     finally:
         if sink is not None:
             sink.close()
             if save is not None:
                 click.echo(f"wrote {sink.frames} annotated frames to {save}", err=True)
+    if interrupted:
+        sys.exit(130)
 
 
 @click.command()

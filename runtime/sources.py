@@ -115,7 +115,7 @@ class LiveSource:
 
     When the source drops out it is reopened with exponential backoff (``retry_initial`` doubling up to
     ``retry_max`` seconds, ``max_retries`` attempts in a row); the gap is reported as a :class:`Gap`. No frame is
-    invented while the source is down.
+    invented while the source is down, and all-black frames (what failing drivers deliver) are dropped.
     """
     live = True
 
@@ -133,6 +133,7 @@ class LiveSource:
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else 30.0
         self.error: Optional[str] = None
+        self.black_frames = 0
         self._cap = cap
         self._cond = threading.Condition()
         self._latest: Optional[np.ndarray] = None
@@ -148,6 +149,9 @@ class LiveSource:
         cap = self._cap
         while not self._stop.is_set():
             ok, img = cap.read()
+            if ok and img is not None and not img[::8, ::8].any():
+                self.black_frames += 1  # a failing driver's all-black frame: never classified
+                continue
             if ok and img is not None:
                 with self._cond:
                     self._latest, self._latest_id = img, self._latest_id + 1

@@ -55,6 +55,7 @@ def archs() -> None:
 @click.option("--alpha", type=float, help="Weight of the video-text loss.")
 @click.option("--val-every", type=int)
 @click.option("--val-episodes", type=int)
+@click.option("--save-every", type=int, help="Steps between resume checkpoints (default: --val-every).")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]))
 @click.option("--freeze-backbone", is_flag=True, default=None, help="Cache frame features once; train the heads.")
 @click.option("--cache-samplings", type=int, help="Frame samplings cached per clip with --freeze-backbone.")

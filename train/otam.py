@@ -17,6 +17,9 @@ def softmin(values: List[torch.Tensor], lam: float) -> torch.Tensor:
 def otam(dists: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
     """One-directional OTAM cumulative distance.
 
+    Computed over anti-diagonals of the zero-padded matrix (every cell of a diagonal depends only on the two
+    diagonals before it), so the graph has L + M steps of vector work instead of L * (M + 2) scalar cells.
+
     Args:
         dists: (..., L, M) frame distances, rows = query frames, columns = support frames.
         lam: soft-min temperature.
@@ -24,20 +27,33 @@ def otam(dists: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
         (...) the cumulative distance C[L-1, M+1] of the zero-padded matrix.
     """
     L, M = dists.shape[-2:]
-    d = F.pad(dists, (1, 1))  # (..., L, M + 2), one zero column on each side
-    zero = d.new_zeros(d.shape[:-2])
-    prev = [zero]
-    for m in range(1, M + 2):  # row 0: a plain running sum
-        prev.append(d[..., 0, m] + prev[-1])
-    for l in range(1, L):
-        row = [zero]  # C[l, 0] = 0
-        for m in range(1, M + 2):
-            preds = [prev[m - 1], row[m - 1]]
-            if m == 1 or m == M + 1:  # first and last columns may also come from above
-                preds.append(prev[m])
-            row.append(d[..., l, m] + softmin(preds, lam))
-        prev = row
-    return prev[M + 1]
+    W = M + 2  # padded width: columns 0 .. M+1
+    d = F.pad(dists, (1, 1)).flatten(-2)  # (..., L * W), one zero column on each side
+    l = torch.arange(L)
+    diagonals = range(L + W - 1)  # k = l + m
+    m = torch.tensor([[k - i for i in range(L)] for k in diagonals])  # (K, L) column of cell (k, l)
+    valid = (m >= 0) & (m < W)
+    # d on the diagonals: skew[..., k, l] = d[..., l, k - l] (0 outside the matrix)
+    index = torch.where(valid, l * W + m, torch.zeros_like(m))
+    skew = d[..., index.flatten()].unflatten(-1, index.shape) * valid  # (..., K, L)
+    first_row = l == 0  # C[0, m]: a plain running sum
+    first_col = m == 0  # C[l, 0] = 0
+    with_up = (m == 1) | (m == W - 1)  # first and last columns may also come from above
+    big = torch.finfo(dists.dtype).max / 4  # excludes a predecessor from the soft-min without inf - inf
+
+    def shift(x: torch.Tensor) -> torch.Tensor:  # x[..., l] -> x[..., l - 1] (l = 0 gets anything finite)
+        return F.pad(x, (1, 0))[..., :L]
+
+    # diagonal 0 is the single cell C[0, 0] = 0 (skew holds 0 there); before it, any finite values do (no valid
+    # cell of diagonal 1 reads them)
+    prev2 = prev1 = skew[..., 0, :]
+    for k in diagonals[1:]:
+        up = torch.where(with_up[k], shift(prev1), big)
+        soft = softmin([shift(prev2), prev1, up], lam)
+        cur = skew[..., k, :] + torch.where(first_row, prev1, soft)
+        cur = torch.where(first_col[k] | ~valid[k], 0.0, cur)
+        prev2, prev1 = prev1, cur
+    return prev1[..., L - 1]
 
 
 def bidirectional_otam(dists: torch.Tensor, lam: float = 0.5) -> torch.Tensor:

@@ -135,3 +135,30 @@ def test_cli_json_and_bad_inputs(tiny_bundle, stream_file, tmp_path):
     assert r.returncode == 2 and "does not match its sha256" in r.stderr
     with pytest.raises(BundleError):
         Classifier.load(broken)
+
+
+def test_ctrl_c_stops_cleanly_and_flushes_video(tiny_bundle, stream_file, tmp_path):
+    import signal
+    import time
+    out = tmp_path / "partial.mp4"
+    p = subprocess.Popen(CLI + ["run", str(tiny_bundle), "--source", str(stream_file), "--max-fps", "12", "--json",
+                                "--window", "1", "--save", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    first = p.stdout.readline()  # the first decision: the stream is running
+    assert json.loads(first)["frame"] >= 0
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, stderr
+    assert "stopped after" in stderr and "annotated frames" in stderr
+    assert 0 < count_frames(out) < 36  # a playable file with what was written before the stop
+
+
+def test_bench_reports_stages_and_memory(tiny_bundle, stream_file):
+    from clipfsar.runtime.bench import run_bench
+    report = run_bench(tiny_bundle, stream_file, ["cpu"], total_frames=120)
+    r = report["backends"][0]
+    assert r["provider"] == "CPUExecutionProvider" and r["frames"] == 120
+    assert r["encoder_calls"] == r["sampled"] and r["decisions"] > 0
+    assert set(r["ms_per_decision"]) == {"decode", "preprocess", "encoder", "head", "post"}
+    assert r["rss_mb_start"] > 0 and r["rss_mb_end"] > 0

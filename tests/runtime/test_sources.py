@@ -1,4 +1,5 @@
 import cv2
+import numpy as np
 import pytest
 
 from clipfsar.runtime.sources import FileSource, Frame, Gap, ImageFolderSource, LiveSource, SourceError, open_source
@@ -53,3 +54,14 @@ def test_live_source_gives_up_after_retries(stream_file, tmp_path):
     assert items and all(isinstance(i, Frame) for i in items)
     assert "did not come back after 3 attempts" in src.error
     assert len(opened) == 4
+
+
+def test_black_frames_from_a_live_source_are_dropped(tmp_path):
+    from clipfsar.train.synth import write_video
+    frames = [np.zeros((32, 32, 3), np.uint8)] * 5 + [np.full((32, 32, 3), 120, np.uint8)] * 5
+    path = tmp_path / "blackish.avi"
+    write_video(path, frames, fps=10)
+    src = LiveSource(str(path), opener=lambda: cv2.VideoCapture(str(path)), max_retries=0)
+    got = [f for f in src.frames() if isinstance(f, Frame)]
+    assert got and all(f.image.mean() > 50 for f in got)
+    assert src.black_frames == 5

@@ -98,3 +98,18 @@ def test_episodes_reproducible_and_valid():
             assert len(set(picked)) == 5 and max(picked) < counts[cls]
     with pytest.raises(DatasetError, match="needs 5 classes with at least 10 clips"):
         episodes(0, 1, counts, way=5, shot=5, query=5)
+
+
+def test_reads_webm_avi_and_frame_folders(tmp_path):
+    import cv2
+    from clipfsar.train.synth import render_clip, write_video
+    frames = render_clip("star", "growing", np.random.default_rng(0), 48, 10)
+    for ext in (".webm", ".avi"):
+        write_video(tmp_path / f"c{ext}", frames, fps=10)
+        assert count_frames(tmp_path / f"c{ext}") == 10
+        assert read_clip(tmp_path / f"c{ext}", 4)[0].shape == (48, 48, 3)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:05d}.jpg"), f)
+    assert count_frames(folder) == 10 and len(read_clip(folder, 8)) == 8

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from clipfsar.runtime.errors import ClipFsarError
 from clipfsar.train.config import TrainConfig
-from clipfsar.train.loop import Trainer
+from clipfsar.train.loop import Trainer, resumed_config
 
 CLI = [sys.executable, "-m", "clipfsar"]
 
@@ -106,3 +106,26 @@ def test_ddp_two_gloo_processes(synth_data, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((run / "last" / "trainer_state.json").read_text())["step"] == 2
     assert len((run / "log.csv").read_text().splitlines()) == 3  # rank 0 alone writes
+
+
+def test_killed_run_resumes_and_nothing_is_corrupt(synth_data, tmp_path):
+    import signal
+    import time
+    from clipfsar.train.checkpoint import load_checkpoint
+    run = tmp_path / "run"
+    p = subprocess.Popen(CLI + ["train", "--data", str(synth_data), "--out", str(run), "--steps", "40", "--way", "3",
+                                "--query", "1", "--episodes-per-step", "1", "--frames", "4", "--val-every", "100",
+                                "--val-episodes", "5", "--save-every", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run / "last" / "trainer_state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not state.exists():
+        time.sleep(0.1)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert state.exists()
+    step = json.loads(state.read_text())["step"]
+    assert 0 < step < 40
+    load_checkpoint(run / "last")  # whatever moment the kill hit, the last checkpoint is whole
+    Trainer(resumed_config(run), resume=True).run()
+    assert json.loads(state.read_text())["step"] == 40
