@@ -43,6 +43,8 @@ class LazyGroup(click.Group):
 def cli(verbose: bool) -> None:
     """clip-fsar: few-shot action recognition from a handful of clips and a name."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for chatty in ("onnx_ir", "onnxscript"):  # the ONNX optimizer logs every pass at INFO
+        logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
     if not verbose:  # open_clip logs through the root logger at every model build ("initialized randomly")
         for handler in logging.getLogger().handlers:
             handler.addFilter(lambda r: "open_clip" not in r.pathname or r.levelno >= logging.ERROR)

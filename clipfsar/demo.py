@@ -21,7 +21,7 @@ def _step(title: str) -> float:
 
 @click.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True)
-@click.option("--steps", default=300, show_default=True, help="Training steps (4 episodes each).")
+@click.option("--steps", default=450, show_default=True, help="Training steps (4 episodes each).")
 @click.option("--episodes", default=1000, show_default=True, help="Test episodes for the evaluation.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--fresh", is_flag=True, help="Delete OUT first.")

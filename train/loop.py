@@ -232,7 +232,9 @@ class Trainer:
         self.model.train()
         end = cfg.steps if self.stop_after is None else min(cfg.steps, self.step + self.stop_after)
         save_every = cfg.save_every or cfg.val_every
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, desc="train", unit="step")
+        import sys
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, desc="train", unit="step",
+                   mininterval=0.5 if sys.stderr.isatty() else 30)  # logs, not a screen: few updates
         try:
             while self.step < end:
                 t0 = time.perf_counter()
