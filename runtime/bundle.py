@@ -8,13 +8,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from .atomic import staged_file, staged_folder
 from .errors import BundleError
 from .preprocess import PreprocessConfig
 
@@ -54,20 +54,11 @@ class PrototypeStore:
     def save(self, path: Path) -> None:
         """Write as safetensors (no pickle), atomically."""
         from safetensors.numpy import save_file
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with staged_file(Path(path)) as tmp:
             save_file({"prototypes": np.ascontiguousarray(self.prototypes, np.float32),
                        "text_features": np.ascontiguousarray(self.text_features, np.float32),
-                       "shots": np.ascontiguousarray(self.shots, np.int32)}, tmp,
+                       "shots": np.ascontiguousarray(self.shots, np.int32)}, str(tmp),
                       metadata={"class_names": json.dumps(list(self.class_names))})
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
     @staticmethod
     def load(path: Path) -> "PrototypeStore":
@@ -238,10 +229,7 @@ def write_bundle(out: Path, manifest: Dict[str, Any], files: Dict[str, Path], st
     out = Path(out)
     if out.exists() and not force:
         raise BundleError(f"output {out} exists; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        os.chmod(tmp, 0o755)
+    with staged_folder(out) as tmp:
         for rel, src in files.items():
             dst = _inside(tmp, rel, "file")
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -254,13 +242,4 @@ def write_bundle(out: Path, manifest: Dict[str, Any], files: Dict[str, Path], st
         manifest["schema_version"] = SCHEMA_VERSION
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         Bundle.open(tmp)  # validate what was written before it becomes visible
-        old = out.with_name(f".{out.name}.old")
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return Bundle.open(out)

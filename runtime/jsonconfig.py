@@ -5,10 +5,10 @@ import dataclasses
 import difflib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Type, TypeVar
 
+from .atomic import staged_file
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -43,19 +43,12 @@ def to_dict(obj: Any) -> Dict[str, Any]:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` via a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
+    with staged_file(Path(path)) as tmp:
+        with open(tmp, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_json(path: Path, what: str) -> Any:

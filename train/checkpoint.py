@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from clipfsar.runtime.atomic import staged_folder
 from clipfsar.runtime.errors import CheckpointError, ConfigError
 from clipfsar.runtime.jsonconfig import from_dict, read_json, to_dict, write_json_atomic
 from clipfsar.runtime.preprocess import PreprocessConfig
@@ -34,9 +32,7 @@ def save_checkpoint(path: Path, model: CLIPFSAR, preprocess: PreprocessConfig,
         >>> save_checkpoint(Path("runs/a/best"), model, preprocess)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    with staged_folder(path) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
         if write_extra is not None:
@@ -47,15 +43,6 @@ def save_checkpoint(path: Path, model: CLIPFSAR, preprocess: PreprocessConfig,
             "preprocess": to_dict(preprocess),
             "train": train_config or {},
         })
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

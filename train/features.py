@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from clipfsar.runtime.atomic import staged_file
 from clipfsar.runtime.preprocess import PreprocessConfig, preprocess_frames
 from clipfsar.runtime.video import read_clip
 
@@ -87,7 +88,6 @@ def cached_split_features(model, loader: ClipLoader, clipset: ClipSet, cache_fil
             feats = encode_clips(model, loader, [clips[i] for i in idx], "center" if s == 0 else "random",
                                  rngs, device=device)
             cache.update({keys[s][i]: f.contiguous() for i, f in zip(idx, feats)})
-        tmp = Path(str(cache_file) + ".tmp")
-        save_file(cache, str(tmp))
-        tmp.replace(cache_file)
+        with staged_file(Path(cache_file)) as tmp:
+            save_file(cache, str(tmp))
     return torch.stack([torch.stack([cache[k] for k in row]) for row in keys])
