@@ -86,7 +86,10 @@ class Trainer:
             if not (self.out / "last").is_dir():
                 raise ClipFsarError(f"cannot resume: {self.out}/last does not exist (no checkpoint was saved yet)")
             return
-        if self.out.exists() and any(self.out.iterdir()):
+        taken = self.out.exists() and any(self.out.iterdir())
+        if self.world > 1:  # every rank looks before rank 0 creates the folder, so all agree
+            dist.barrier()
+        if taken:
             raise ClipFsarError(f"run folder {self.out} already exists; pass --resume to continue it or choose "
                                 f"another --out")
         if self.rank == 0:

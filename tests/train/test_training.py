@@ -99,7 +99,7 @@ def test_cli_bad_inputs(synth_data, tmp_path):
 
 def test_ddp_two_gloo_processes(synth_data, tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "clipfsar", "train", "--data", str(synth_data), "--out", str(run), "--steps", "2", "--way", "3",
            "--query", "1", "--episodes-per-step", "2", "--frames", "4", "--val-every", "2", "--val-episodes", "10"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
