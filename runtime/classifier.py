@@ -187,12 +187,14 @@ class Classifier:
         hop_samples = 1 if hop is None else max(1, int(round(hop / interval)))
         if smooth < 1:
             raise ClipFsarError(f"smooth must be >= 1, got {smooth}")
-        states = [_StreamState(s if hasattr(s, "frames") else open_source(s), T, smooth) for s in sources]
-        for st in states:
-            if st.source.duration < window:
-                raise SourceError(f"window of {window:g} s is longer than {st.source.name} "
-                                  f"({st.source.duration:.2f} s); pass a shorter --window")
+        states: List[_StreamState] = []
         try:
+            for s in sources:
+                states.append(_StreamState(s if hasattr(s, "frames") else open_source(s), T, smooth))
+                src = states[-1].source
+                if src.duration < window:
+                    raise SourceError(f"window of {window:g} s is longer than {src.name} ({src.duration:.2f} s); "
+                                      f"pass a shorter --window")
             active = list(range(len(states)))
             while active:
                 due: List[Tuple[int, Frame]] = []
