@@ -66,7 +66,8 @@ def main() -> None:
                      "torch_threads": torch.get_num_threads()})
         print(json.dumps(rows[-1]), flush=True)
     (a.out / "export_bench.json").write_text(json.dumps(rows, indent=2))
-    print("\n| arch | export s | image / text / support / query graph MB | batch | PyTorch eager ms | onnxruntime ms | ratio |")
+    print("\n| arch | export s | image / text / support / query graph MB | batch | PyTorch eager ms "
+          "| onnxruntime ms | ratio |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         s = r["sizes_mb"]

@@ -92,9 +92,9 @@ def demo(out: Path, steps: int, episodes: int, seed: int, fresh: bool) -> None:
                                       "t_end": d.t_end, "frame": d.frame, "truth": actual}) + "\n")
         finally:
             sink.close()
+    per_decision = clf.stats.encoder_images / max(1, clf.stats.decisions)
     click.echo(f"{correct}/{total} windows inside one action labelled right; annotated video "
-               f"{out / 'annotated.mp4'}; each decision cost {clf.stats.encoder_images / max(1, clf.stats.decisions):.0f}"
-               f" image-encoder images")
+               f"{out / 'annotated.mp4'}; each decision cost {per_decision:.0f} image-encoder images")
     (out / "done").write_text("ok\n")
     click.secho(f"\ndone in {(time.perf_counter() - start) / 60:.1f} min", bold=True)
     click.echo("""

@@ -65,7 +65,7 @@ def archs() -> None:
 @click.option("--no-text-prototype", is_flag=True, default=None, help="Ablation: no text token in prototypes.")
 @click.option("--shot-pooling", type=click.Choice(["before", "after"]))
 @click.option("--beta", type=float, help="Inference fusion weight stored in the checkpoint.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue --out from its last checkpoint (with its saved config).")
 @click.option("--stop-after", type=int, help="Stop after this many steps of this invocation (resume later).")
 def train(data, out, config_file, preset, resume, stop_after, milestones, no_text_prototype, **opts) -> None:
     """Train CLIP-FSAR on episodic N-way K-shot tasks."""
@@ -84,9 +84,10 @@ def train(data, out, config_file, preset, resume, stop_after, milestones, no_tex
             values.update(read_json(config_file, "training config"))
         model_keys = ("frames", "depth", "shot_pooling", "beta")
         model = dict(values.pop("model", {}))
-        model.update({k: opts.pop(k) for k in model_keys if opts.get(k) is not None})
         for k in model_keys:
-            opts.pop(k, None)
+            value = opts.pop(k)
+            if value is not None:
+                model[k] = value
         if no_text_prototype:
             model["text_in_prototype"] = False
         values.update({k: v for k, v in opts.items() if v is not None})
@@ -109,8 +110,8 @@ def train(data, out, config_file, preset, resume, stop_after, milestones, no_tex
 @click.option("--seed", default=0, show_default=True)
 @click.option("--beta", type=float, default=0.9, show_default=True, help="Fusion weight of the fusion row.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(checkpoint: Optional[Path], bundle: Optional[Path], data: Path, split: str, way: int, shot: int, episodes: int, seed: int,
-             beta: Optional[float], as_json: bool) -> None:
+def evaluate(checkpoint: Optional[Path], bundle: Optional[Path], data: Path, split: str, way: int, shot: int,
+             episodes: int, seed: int, beta: Optional[float], as_json: bool) -> None:
     """Evaluate on seeded N-way K-shot episodes (1 query per class): mean accuracy +- 95% CI per branch."""
     if (checkpoint is None) == (bundle is None):
         raise click.UsageError("give exactly one of --checkpoint or --bundle")

@@ -80,8 +80,8 @@ def evaluate_checkpoint(checkpoint, data, split: str = "test", way: int = 5, sho
         feats = encode_clips(model, loader, all_clips(clipset), device=device)  # each clip once, centre sampling
     finally:
         loader.close()
-    acc = evaluate_features(model, feats.to(device), class_offsets(clipset), clipset.counts(), clipset.classes, way, shot,
-                            episodes, seed, beta)
+    acc = evaluate_features(model, feats.to(device), class_offsets(clipset), clipset.counts(), clipset.classes, way,
+                            shot, episodes, seed, beta)
     return {"checkpoint": str(ckpt), "split": split, "way": way, "shot": shot, "episodes": episodes, "seed": seed,
             "beta": beta, "accuracy": acc["fewshot"].accuracy, "ci95": acc["fewshot"].ci95,
             "branches": {b: {"accuracy": a.accuracy, "ci95": a.ci95} for b, a in acc.items()}}

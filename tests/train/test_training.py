@@ -115,7 +115,8 @@ def test_killed_run_resumes_and_nothing_is_corrupt(synth_data, tmp_path):
     run = tmp_path / "run"
     p = subprocess.Popen(CLI + ["train", "--data", str(synth_data), "--out", str(run), "--steps", "40", "--way", "3",
                                 "--query", "1", "--episodes-per-step", "1", "--frames", "4", "--val-every", "100",
-                                "--val-episodes", "5", "--save-every", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--val-episodes", "5", "--save-every", "1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = run / "last" / "trainer_state.json"
     deadline = time.time() + 120
     while time.time() < deadline and not state.exists():
