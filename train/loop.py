@@ -264,7 +264,7 @@ class Trainer:
                         writer.add_scalar("val/fewshot_acc", val, self.step)
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.2f}",
                                     eps=f"{stats['episodes_per_s']:.1f}",
-                                    **({} if val is None else {"val": f"{val:.1f}"}))
+                                    **({} if val is None else {"val": f"{val:.1f}"}), refresh=False)
                 bar.update(1)
         finally:
             bar.close()

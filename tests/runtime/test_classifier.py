@@ -143,7 +143,8 @@ def test_ctrl_c_stops_cleanly_and_flushes_video(tiny_bundle, stream_file, tmp_pa
     out = tmp_path / "partial.mp4"
     p = subprocess.Popen(CLI + ["run", str(tiny_bundle), "--source", str(stream_file), "--max-fps", "12", "--json",
                                 "--window", "1", "--save", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True,  # a shell that started us in the background may ignore SIGINT: restore it
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = p.stdout.readline()  # the first decision: the stream is running
     assert json.loads(first)["frame"] >= 0
     time.sleep(0.3)
