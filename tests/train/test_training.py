@@ -113,7 +113,7 @@ def test_killed_run_resumes_and_nothing_is_corrupt(synth_data, tmp_path):
     import time
     from clipfsar.train.checkpoint import load_checkpoint
     run = tmp_path / "run"
-    p = subprocess.Popen(CLI + ["train", "--data", str(synth_data), "--out", str(run), "--steps", "40", "--way", "3",
+    p = subprocess.Popen(CLI + ["train", "--data", str(synth_data), "--out", str(run), "--steps", "80", "--way", "3",
                                 "--query", "1", "--episodes-per-step", "1", "--frames", "4", "--val-every", "100",
                                 "--val-episodes", "5", "--save-every", "1"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -126,7 +126,7 @@ def test_killed_run_resumes_and_nothing_is_corrupt(synth_data, tmp_path):
     p.wait()
     assert state.exists()
     step = json.loads(state.read_text())["step"]
-    assert 0 < step < 40
+    assert 0 < step < 80
     load_checkpoint(run / "last")  # whatever moment the kill hit, the last checkpoint is whole
     Trainer(resumed_config(run), resume=True).run()
-    assert json.loads(state.read_text())["step"] == 40
+    assert json.loads(state.read_text())["step"] == 80
