@@ -207,16 +207,6 @@ class Bundle:
     def graph_path(self, name: str) -> Path:
         return _inside(self.root, self.manifest.graphs[name].file, f"graph '{name}'")
 
-    def replace_store(self, store: PrototypeStore) -> "Bundle":
-        """Write a new prototype store (atomically) and update the manifest's hash (enrolment)."""
-        path = self.root / self.manifest.prototypes["file"]
-        store.save(path)
-        data = self.manifest.to_json()
-        data["prototypes"]["sha256"] = sha256_of(path)
-        from .jsonconfig import write_json_atomic
-        write_json_atomic(self.root / MANIFEST, data)
-        return Bundle.open(self.root)
-
 
 def write_bundle(out: Path, manifest: Dict[str, Any], files: Dict[str, Path], store: PrototypeStore,
                  force: bool = False) -> Bundle:
