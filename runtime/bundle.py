@@ -18,10 +18,12 @@ from .atomic import staged_file, staged_folder
 from .errors import BundleError
 from .preprocess import PreprocessConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: graphs may list precision variants (fp16/int8); version 1 bundles still open (as fp32)
 MANIFEST = "manifest.json"
 GRAPH_NAMES = ("image_encoder", "text_encoder", "support_head", "query_head")
 PROTOTYPES_FILE = "prototypes.safetensors"
+PRECISIONS = ("fp32", "fp16", "int8")
+VARIANTS_DIR = "variants"
 
 
 def sha256_of(path: Path) -> str:
@@ -80,12 +82,28 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class VariantSpec:
+    """One lower-precision variant of a graph, with the same I/O contract as the fp32 graph (fp32 in and out).
+
+    ``method`` says how it was made (e.g. ``float16-blocklist``, ``int8-dynamic``, ``int8-qdq-minmax``) and
+    ``report`` holds its accuracy against fp32 (cosine, max abs difference, latency; see calib/report.py).
+    """
+    file: str
+    sha256: str
+    precision: str
+    method: str = ""
+    report: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class GraphSpec:
+    """One graph: the fp32 file at the top level, lower precisions in ``variants`` (precision -> VariantSpec)."""
     file: str
     sha256: str
     inputs: List[TensorSpec]
     outputs: List[TensorSpec]
     precision: str = "fp32"
+    variants: Dict[str, VariantSpec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,7 @@ class Manifest:
     graphs: Dict[str, GraphSpec]
     prototypes: Dict[str, str]
     parity: Dict[str, Any] = field(default_factory=dict)
+    precision_report: Dict[str, Any] = field(default_factory=dict)  # end-to-end report per precision (calib/)
 
     def to_json(self) -> Dict[str, Any]:
         import dataclasses
@@ -140,9 +159,15 @@ class Manifest:
                 g = dict(g)
                 g["inputs"] = [TensorSpec(**t) for t in g["inputs"]]
                 g["outputs"] = [TensorSpec(**t) for t in g["outputs"]]
+                g["variants"] = {p: VariantSpec(**v) for p, v in g.get("variants", {}).items()}
+                for p, v in g["variants"].items():
+                    if p not in PRECISIONS[1:] or v.precision != p:
+                        raise BundleError(f"{where}: graph '{name}' lists a variant '{p}' (precision "
+                                          f"'{v.precision}'); variants are {', '.join(PRECISIONS[1:])}")
                 graphs[name] = GraphSpec(**g)
             return Manifest(version, data["package_version"], from_dict(ModelFacts, data["model"], f"{where} [model]"),
-                            graphs, dict(data["prototypes"]), dict(data.get("parity", {})))
+                            graphs, dict(data["prototypes"]), dict(data.get("parity", {})),
+                            precision_report=dict(data.get("precision_report", {})))
         except (KeyError, TypeError) as e:
             raise BundleError(f"{where}: malformed manifest ({e})") from e
 
@@ -191,6 +216,8 @@ class Bundle:
         if missing:
             raise BundleError(f"bundle {root}: manifest lacks graphs {', '.join(missing)}")
         entries = [(f"graph '{n}'", g.file, g.sha256) for n, g in manifest.graphs.items()]
+        entries += [(f"graph '{n}' ({p})", v.file, v.sha256)
+                    for n, g in manifest.graphs.items() for p, v in g.variants.items()]
         entries.append(("prototype store", manifest.prototypes.get("file", ""), manifest.prototypes.get("sha256", "")))
         for what, rel, digest in entries:
             path = _inside(root, rel, what)
@@ -204,8 +231,29 @@ class Bundle:
                               f"{manifest.model.frames}, D={manifest.model.embed_dim}")
         return Bundle(root, manifest, store)
 
-    def graph_path(self, name: str) -> Path:
-        return _inside(self.root, self.manifest.graphs[name].file, f"graph '{name}'")
+    def precisions(self, name: str) -> Tuple[str, ...]:
+        """The precisions graph ``name`` exists in, always starting with ``fp32`` (e.g. ``('fp32', 'int8')``)."""
+        variants = self._spec(name).variants
+        return tuple(p for p in PRECISIONS if p == "fp32" or p in variants)
+
+    def graph_path(self, name: str, precision: str = "fp32") -> Path:
+        """The file of graph ``name`` at ``precision`` (``fp32``, ``fp16`` or ``int8``).
+
+        Raises:
+            BundleError: no such graph, or the bundle has no such variant of it (the message lists those it has).
+        """
+        spec = self._spec(name)
+        if precision == "fp32":
+            return _inside(self.root, spec.file, f"graph '{name}'")
+        if precision not in spec.variants:
+            raise BundleError(f"bundle {self.root}: graph '{name}' has no {precision} variant; it has "
+                              f"{', '.join(self.precisions(name))} (add one with `clipfsar calibrate`)")
+        return _inside(self.root, spec.variants[precision].file, f"graph '{name}' ({precision})")
+
+    def _spec(self, name: str) -> GraphSpec:
+        if name not in self.manifest.graphs:
+            raise BundleError(f"bundle {self.root} has no graph '{name}' (it has {', '.join(self.manifest.graphs)})")
+        return self.manifest.graphs[name]
 
 
 def write_bundle(out: Path, manifest: Dict[str, Any], files: Dict[str, Path], store: PrototypeStore,
@@ -233,3 +281,73 @@ def write_bundle(out: Path, manifest: Dict[str, Any], files: Dict[str, Path], st
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         Bundle.open(tmp)  # validate what was written before it becomes visible
     return Bundle.open(out)
+
+
+@dataclass(frozen=True)
+class NewVariant:
+    """A variant to add to a bundle: the ONNX file made by calib/, how it was made, and its report."""
+    source: Path
+    method: str = ""
+    report: Dict[str, Any] = field(default_factory=dict)
+
+
+def add_variants(root: Path, variants: Dict[str, Dict[str, NewVariant]],
+                 precision_report: Dict[str, Any] = None) -> Bundle:
+    """Add (or replace) precision variants of an existing bundle's graphs, atomically.
+
+    Each file is copied into ``variants/`` under a name that carries its hash (so no file the current manifest
+    lists is ever overwritten), then the manifest is rewritten through a staged file and renamed into place last:
+    a process killed mid-way leaves the bundle as it was and valid. Files no longer listed are removed afterwards.
+    Keys of the manifest this function does not know are kept as they are.
+
+    Args:
+        root: the bundle folder.
+        variants: graph name -> precision (``fp16``/``int8``) -> NewVariant.
+        precision_report: the end-to-end report (calib/report.py); replaces the manifest's when given.
+    Returns:
+        The reopened, validated bundle.
+    Raises:
+        BundleError: the bundle is invalid, a graph or precision is unknown, or a source file is missing.
+    Example:
+        >>> add_variants("bundle/", {"image_encoder": {"int8": NewVariant(Path("enc.int8.onnx"), "int8-dynamic")}})
+    """
+    root = Path(root)
+    Bundle.open(root)  # refuse to add to an invalid bundle
+    data = json.loads((root / MANIFEST).read_text())
+    for name, by_precision in variants.items():
+        if name not in data["graphs"]:
+            raise BundleError(f"bundle {root} has no graph '{name}' (it has {', '.join(data['graphs'])})")
+        for precision, new in by_precision.items():
+            if precision not in PRECISIONS[1:]:
+                raise BundleError(f"unknown variant precision '{precision}' for graph '{name}'; "
+                                  f"choose {', '.join(PRECISIONS[1:])}")
+            if not Path(new.source).is_file():
+                raise BundleError(f"variant file {new.source} ({name}, {precision}) not found")
+    (root / VARIANTS_DIR).mkdir(exist_ok=True)
+    for name, by_precision in variants.items():
+        entry = data["graphs"][name].setdefault("variants", {})
+        for precision, new in by_precision.items():
+            digest = sha256_of(Path(new.source))
+            rel = f"{VARIANTS_DIR}/{name}.{precision}.{digest[:12]}.onnx"
+            if not (root / rel).is_file() or sha256_of(root / rel) != digest:
+                with staged_file(root / rel) as tmp:
+                    shutil.copyfile(new.source, tmp)
+            entry[precision] = {"file": rel, "sha256": digest, "precision": precision, "method": new.method,
+                                "report": json.loads(json.dumps(new.report))}
+    if precision_report is not None:
+        data["precision_report"] = json.loads(json.dumps(precision_report))
+    data["schema_version"] = max(int(data["schema_version"]), SCHEMA_VERSION)
+    Manifest.from_json(data, f"{root / MANIFEST} (new)")  # refuse to write a manifest this runtime cannot read
+    with staged_file(root / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    _remove_unlisted_variants(root, data)
+    return Bundle.open(root)
+
+
+def _remove_unlisted_variants(root: Path, data: Dict[str, Any]) -> None:
+    """Delete files in ``variants/`` that the manifest no longer lists (replaced variants, leftovers of a kill)."""
+    listed = {v["file"] for g in data["graphs"].values() for v in g.get("variants", {}).values()}
+    for path in (root / VARIANTS_DIR).iterdir():
+        rel = f"{VARIANTS_DIR}/{path.name}"
+        if path.is_file() and rel not in listed and not path.name.startswith("."):
+            path.unlink()
