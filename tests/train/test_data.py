@@ -76,7 +76,7 @@ def test_split_naming_missing_class(synth_data, tmp_path):
     root = tmp_path / "d"
     shutil.copytree(synth_data, root)
     (root / "splits" / "test.txt").write_text("a_hexagon_moving_left\n")
-    with pytest.raises(DatasetError, match="'a_hexagon_moving_left', which has no folder"):
+    with pytest.raises(DatasetError, match="line 1: 'a_hexagon_moving_left' names no class folder"):
         load_split(root, "test")
     with pytest.raises(DatasetError, match="split list not found"):
         load_split(root, "nosplit")
