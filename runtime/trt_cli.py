@@ -1,0 +1,112 @@
+"""``clipfsar engine BUNDLE``: build (or find in the cache) the bundle's TensorRT engines on this device.
+
+Torch-free and onnxruntime-free: on a Jetson it needs only JetPack's TensorRT and cuda-python.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import click
+
+from .errors import ConfigError
+from .trt_cache import PRECISIONS, ProfileOptions
+
+log = logging.getLogger(__name__)
+ENGINE_GRAPHS = ("image_encoder", "query_head", "text_encoder", "support_head")
+
+
+def build_bundle_engines(bundle_root: Path, precision: str = "fp32", options: Optional[ProfileOptions] = None,
+                         workspace_mb: Optional[int] = None, cache_dir: Optional[Path] = None,
+                         graphs: Sequence[str] = ENGINE_GRAPHS, rebuild: bool = False) -> List[Dict]:
+    """Build or load from the cache the engines of a bundle's graphs at one precision.
+
+    Args:
+        bundle_root: the bundle folder (opened and hash-checked first).
+        precision: the variant to build (the bundle must have it; fp32 always exists).
+        options: optimisation profile options (saved in the cache folder, so the runtime finds these engines).
+        workspace_mb: TensorRT workspace limit in MiB (None: TensorRT's default).
+        cache_dir: engine cache (default: the bundle's ``engines/``).
+        graphs: which graphs.
+        rebuild: build even when a matching engine is cached.
+    Returns:
+        One dict per graph: graph, precision, action (``load``/``build``), reason, engine path, size in bytes.
+    Raises:
+        ConfigError: bad options. BundleError: the bundle is invalid or lacks the precision (the message lists
+        the ones it has). TensorRTUnavailable: TensorRT, cuda-python or a GPU is missing. EngineBuildError.
+    """
+    from .bundle import Bundle
+    from .trt_cache import save_profile_options
+    from .trt_engine import TensorRTUnavailable, ensure_engine, trt_usable
+
+    options = options or ProfileOptions()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if workspace_mb is not None and workspace_mb < 1:
+        raise ConfigError(f"--workspace-mb must be >= 1, got {workspace_mb}")
+    unknown = [g for g in graphs if g not in ENGINE_GRAPHS]
+    if unknown:
+        raise ConfigError(f"unknown graphs {unknown}; choose from {', '.join(ENGINE_GRAPHS)}")
+    bundle = Bundle.open(Path(bundle_root))
+    paths = {g: bundle.graph_path(g, precision) for g in graphs}  # BundleError lists the precisions it has
+    ok, why = trt_usable()
+    if not ok:
+        raise TensorRTUnavailable(f"cannot build TensorRT engines here: {why}")
+    cache_dir = Path(cache_dir) if cache_dir is not None else bundle.root / "engines"
+    save_profile_options(cache_dir, options)
+    results = []
+    for g in graphs:
+        spec = bundle.manifest.graphs[g]
+        sha = spec.sha256 if precision == "fp32" else spec.variants[precision].sha256
+        blob, decision = ensure_engine(paths[g], g, spec.inputs, precision, cache_dir, options, workspace_mb,
+                                       graph_sha256=sha, rebuild=rebuild)
+        results.append({"graph": g, "precision": precision, "action": decision.action, "reason": decision.reason,
+                        "engine": str(decision.engine_path), "bytes": len(blob)})
+    return results
+
+
+def profile_options(max_batch: int, max_classes: int, max_shots: int, opt_batch: Optional[int],
+                    opt_classes: Optional[int], opt_shots: Optional[int]) -> ProfileOptions:
+    return ProfileOptions(max_batch, max_classes, max_shots, opt_batch, opt_classes, opt_shots)
+
+
+def engine_options(f):
+    """The profile/workspace/cache options shared by ``clipfsar engine`` and ``clipfsar export --engine``."""
+    for opt in reversed([
+        click.option("--max-batch", type=int, default=16, show_default=True,
+                     help="Largest batch (frames per encoder call, queries per head call)."),
+        click.option("--max-classes", type=int, default=64, show_default=True, help="Largest number of classes."),
+        click.option("--max-shots", type=int, default=8, show_default=True, help="Largest shots per class."),
+        click.option("--opt-batch", type=int, help="Batch TensorRT tunes for (default 1)."),
+        click.option("--opt-classes", type=int, help="Classes TensorRT tunes for (default 5)."),
+        click.option("--opt-shots", type=int, help="Shots TensorRT tunes for (default 1)."),
+        click.option("--workspace-mb", type=int, help="TensorRT workspace limit in MiB (default: TensorRT's)."),
+        click.option("--cache-dir", type=click.Path(path_type=Path),
+                     help="Engine cache folder (default: the bundle's engines/)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--precision", default="fp32", show_default=True,
+              help=f"Graph variant to build ({', '.join(PRECISIONS)}); it must be in the bundle.")
+@click.option("--graph", "graphs", multiple=True, type=click.Choice(ENGINE_GRAPHS),
+              help="Only these graphs (repeatable; default: all four).")
+@engine_options
+@click.option("--rebuild", is_flag=True, help="Build even when a matching engine is cached.")
+def engine(bundle: Path, precision: str, graphs, max_batch: int, max_classes: int, max_shots: int,
+           opt_batch: Optional[int], opt_classes: Optional[int], opt_shots: Optional[int],
+           workspace_mb: Optional[int], cache_dir: Optional[Path], rebuild: bool) -> None:
+    """Build the bundle's TensorRT engines on this GPU (strongly typed, cached per device)."""
+    options = profile_options(max_batch, max_classes, max_shots, opt_batch, opt_classes, opt_shots)
+    results = build_bundle_engines(bundle, precision, options, workspace_mb, cache_dir, graphs or ENGINE_GRAPHS,
+                                   rebuild)
+    for r in results:
+        verb = "cached" if r["action"] == "load" else "built "
+        click.echo(f"{r['graph']:<14} {r['precision']}: {verb} {r['engine']} ({r['bytes'] / 2**20:.1f} MB)")
+        if r["action"] == "build":
+            click.echo(f"{'':<14} why: {r['reason']}")
+

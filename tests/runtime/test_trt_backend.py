@@ -1,0 +1,126 @@
+"""The native TensorRT backend and ``clipfsar engine``: bad input everywhere; engines built where TensorRT and a
+GPU exist (skipped with the reason elsewhere)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from clipfsar.runtime.bundle import Bundle
+from clipfsar.runtime.engines import BackendUnavailableError, OnnxGraph, _provider_list, create_graph
+from clipfsar.runtime.trt_engine import trt_usable
+
+CLI = [sys.executable, "-m", "clipfsar"]
+TRT_OK, TRT_WHY = trt_usable()
+needs_trt = pytest.mark.skipif(not TRT_OK, reason=f"needs TensorRT and a CUDA GPU: {TRT_WHY}")
+no_trt = pytest.mark.skipif(TRT_OK, reason="TensorRT works here")
+
+
+def engine_cli(*args):
+    return subprocess.run(CLI + ["engine", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-batch", "0"], "--max-batch must be an integer >= 1"),
+    (["--max-classes", "4", "--opt-classes", "5"], "--opt-classes must be between 1 and --max-classes (4)"),
+    (["--workspace-mb", "0"], "--workspace-mb must be >= 1"),
+    (["--precision", "bf16"], "--precision must be one of fp32, fp16, int8"),
+    (["--precision", "int8"], "int8"),
+])
+def test_engine_cli_bad_options(tiny_bundle, tmp_path, args, message):
+    r = engine_cli(tiny_bundle, "--cache-dir", tmp_path / "cache", *args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: ") and message in r.stderr
+    assert not (tmp_path / "cache").exists()  # nothing written
+    Bundle.open(tiny_bundle)  # the bundle is left valid
+
+
+def test_engine_cli_precision_the_bundle_lacks_lists_what_it_has(tiny_bundle):
+    r = engine_cli(tiny_bundle, "--precision", "fp16")
+    assert r.returncode == 2 and "fp32" in r.stderr and "fp16" in r.stderr
+
+
+def test_engine_cli_missing_bundle(tmp_path):
+    r = engine_cli(tmp_path / "nope")
+    assert r.returncode == 2 and "bundle folder not found" in r.stderr
+
+
+@no_trt
+def test_engine_cli_without_tensorrt_says_why(tiny_bundle, tmp_path):
+    r = engine_cli(tiny_bundle, "--cache-dir", tmp_path / "cache")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "cannot build TensorRT engines here" in r.stderr and "clip-fsar[tensorrt]" in r.stderr
+    assert not (tmp_path / "cache").exists()
+
+
+@no_trt
+def test_trt_backend_unavailable_is_a_clear_error(tiny_bundle, stream_file):
+    b = Bundle.open(tiny_bundle)
+    with pytest.raises(BackendUnavailableError, match="backend 'trt' cannot run here"):
+        create_graph(b.graph_path("image_encoder"), "trt", spec=b.manifest.graphs["image_encoder"])
+    r = subprocess.run(CLI + ["run", str(tiny_bundle), "--source", str(stream_file), "--backend", "trt"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "backend 'trt' cannot run here" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_auto_falls_back_to_onnxruntime_without_tensorrt(tiny_bundle):
+    b = Bundle.open(tiny_bundle)
+    g = create_graph(b.graph_path("image_encoder"), "auto", tiny_bundle / "engines",
+                     spec=b.manifest.graphs["image_encoder"])
+    if not TRT_OK:
+        assert isinstance(g, OnnxGraph) and g.backend != "trt"
+    assert g.input_names == ["images"] and g.output_names == ["features"]
+
+
+def test_tensorrt_ep_options_follow_the_variant(tmp_path):
+    for precision, fp16, int8 in (("fp32", False, False), ("fp16", True, False), ("int8", False, True)):
+        name, opts = _provider_list("tensorrt", tmp_path, precision)[0]
+        assert name == "TensorrtExecutionProvider"
+        assert opts["trt_fp16_enable"] is fp16 and opts["trt_int8_enable"] is int8
+        ep_dir = tmp_path / "ort-tensorrt" / precision
+        assert opts["trt_engine_cache_path"] == opts["trt_timing_cache_path"] == str(ep_dir) and ep_dir.is_dir()
+        assert opts["trt_timing_cache_enable"] and opts["trt_engine_cache_enable"]
+    assert _provider_list("cpu", tmp_path, "fp16") == ["CPUExecutionProvider"]
+
+
+# ----- on a machine with TensorRT and a GPU -------------------------------------------------------------------
+@needs_trt
+def test_trt_engines_match_onnxruntime_and_are_cached(tiny_bundle, tmp_path):
+    from clipfsar.runtime.trt_backend import TrtGraph
+    b = Bundle.open(tiny_bundle)
+    cache = tmp_path / "engines"
+    rng = np.random.default_rng(0)
+    spec = b.manifest.graphs["image_encoder"]
+    size = spec.inputs[0].shape[2]
+    x = rng.standard_normal((20, 3, size, size)).astype(np.float32)  # 20 > max batch 16: runs in two pieces
+    ref = OnnxGraph(b.graph_path("image_encoder"), "cpu").run(images=x)["features"]
+    g = TrtGraph(b.graph_path("image_encoder"), spec.inputs, spec.outputs, "fp32", cache, name="image_encoder")
+    assert g.backend == "trt" and g.input_names == ["images"] and g.output_names == ["features"]
+    out = g.run(images=x)["features"]
+    assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-2
+    assert np.abs(g.run(images=x[:3])["features"] - ref[:3]).max() < 1e-2  # shapes set per call
+    engines = list(cache.glob("image_encoder.fp32.*.engine"))
+    assert len(engines) == 1 and list(cache.glob("timing-*.cache"))
+    mtime = engines[0].stat().st_mtime_ns
+    TrtGraph(b.graph_path("image_encoder"), spec.inputs, spec.outputs, "fp32", cache, name="image_encoder")
+    assert engines[0].stat().st_mtime_ns == mtime  # loaded, not rebuilt
+    engines[0].write_bytes(engines[0].read_bytes()[:-7] + b"changed")  # tampered: rebuilt, never loaded
+    g2 = TrtGraph(b.graph_path("image_encoder"), spec.inputs, spec.outputs, "fp32", cache, name="image_encoder")
+    assert np.abs(g2.run(images=x[:2])["features"] - ref[:2]).max() < 1e-2
+
+
+@needs_trt
+def test_classifier_on_trt_matches_cpu(tiny_bundle, stream_file, tmp_path):
+    import shutil
+    from clipfsar.runtime import Classifier
+    from clipfsar.runtime.video import count_frames, read_frames
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    frames = read_frames(stream_file, range(count_frames(stream_file)))
+    cpu = Classifier.load(bundle, backend="cpu").classify_clip(frames)
+    clf = Classifier.load(bundle, backend="trt")
+    assert clf.backend == "trt" and "TensorRT" in clf.providers["image_encoder"]
+    trt = clf.classify_clip(frames)
+    assert trt.label == cpu.label and np.allclose(trt.scores, cpu.scores, atol=1e-3)
+    r = subprocess.run(CLI + ["engine", str(bundle)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.count("cached") == 2  # the runtime's engines are found again
