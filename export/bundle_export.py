@@ -21,6 +21,7 @@ from clipfsar.train.episodes import episode_rng
 from clipfsar.train.loop import best_checkpoint
 
 from .onnx_export import PARITY_TOL, export_all
+from .runtime_assets import fit_and_store_calibration, write_tokenizer
 from .support import read_support
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,13 @@ def _parity_episodes(model, graphs: Dict[str, OnnxGraph], pixels: np.ndarray, te
 
 def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1,
                   classes_file: Optional[Path] = None, force: bool = False, parity_episodes: int = 50,
-                  window_seconds: Optional[float] = None) -> Bundle:
+                  window_seconds: Optional[float] = None, calib_data: Optional[Path] = None,
+                  calib_episodes: int = 300) -> Bundle:
     """Export a checkpoint and a support folder into a bundle at ``out``.
+
+    The bundle also gets the runtime tokenizer file (on-device enrolment) and, when ``calib_data`` (default: the
+    support folder, if it has ``splits/val.txt``) has a val split, the temperature of the calibrated probabilities
+    fitted on ``calib_episodes`` val episodes (runtime/calibration.py).
 
     Example:
         >>> export_bundle(Path("runs/a"), Path("support/"), Path("bundle"), shots=5)
@@ -90,8 +96,9 @@ def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1
         text = model.text_features(names).float()  # (N, D)
         feats = model.encode_frames(torch.from_numpy(pixels.reshape(-1, *pixels.shape[2:])))  # (N*K, T, D)
         protos = model.prototypes(feats.reshape(len(names), shots, *feats.shape[1:]), text)  # (N, T, D)
+    support_mean = feats.reshape(len(names), shots, *feats.shape[1:]).mean(dim=1)  # (N, T, D), for `enroll --add`
     store = PrototypeStore(tuple(names), protos.numpy().astype(np.float32), text.numpy().astype(np.float32),
-                           np.full(len(names), shots, np.int32))
+                           np.full(len(names), shots, np.int32), support_mean.numpy().astype(np.float32))
     if window_seconds is None:
         durations = [n / video_fps(p) for clips in support.values() for p, n in clips]
         window_seconds = round(float(statistics.median(durations)), 3)
@@ -126,6 +133,14 @@ def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1
             "parity": {**parity, "checkpoint": str(ckpt)},
         }
         files = {info["file"]: Path(work) / info["file"] for info in graphs_info.values()}
+        tok = write_tokenizer(model.tokenizer, Path(work))  # the runtime tokenizer (on-device enrolment)
+        if tok is not None:
+            files[tok[1]["file"]], manifest["tokenizer"] = tok
         bundle = write_bundle(out, manifest, files, store, force=force)
+    if calib_data is None and (Path(support_dir) / "splits" / "val.txt").is_file():
+        calib_data = Path(support_dir)
+    if calib_data is not None:  # the temperature of the calibrated probabilities, on held-out val episodes
+        fit_and_store_calibration(bundle, Path(calib_data), "val", shots, calib_episodes)
+        bundle = Bundle.open(out)
     log.info("bundle written: %s", out)
     return bundle

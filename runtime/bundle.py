@@ -4,13 +4,15 @@ A bundle is written atomically (a temporary folder beside it, then a rename) and
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -36,11 +38,18 @@ def sha256_of(path: Path) -> str:
 
 @dataclass(frozen=True)
 class PrototypeStore:
-    """Enrolled classes: names, text-modulated prototypes (N, T, D), text features (N, D), shots (N,)."""
+    """Enrolled classes: names, text-modulated prototypes (N, T, D), text features (N, D), shots (N,).
+
+    ``shots[i] == 0`` marks a zero-shot class (enrolled by name only): its prototype row is zeros and only its
+    text feature is used (scored by the video-text branch, see runtime/calibration.py). ``support_features``
+    (N, T, D), when present, holds each class's mean support frame features (the mean over its shots), so that
+    ``clipfsar enroll --add`` can pool new shots with old ones exactly as enrolling all of them at once.
+    """
     class_names: Tuple[str, ...]
     prototypes: np.ndarray
     text_features: np.ndarray
     shots: np.ndarray
+    support_features: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         n = len(self.class_names)
@@ -52,15 +61,22 @@ class PrototypeStore:
             raise BundleError(f"prototype store: prototypes {self.prototypes.shape} do not match {n} classes")
         if self.text_features.shape != (n, self.prototypes.shape[2]) or self.shots.shape != (n,):
             raise BundleError("prototype store: text features or shots do not match the prototypes")
+        if self.support_features is not None and self.support_features.shape != self.prototypes.shape:
+            raise BundleError(f"prototype store: support features {self.support_features.shape} do not match "
+                              f"the prototypes {self.prototypes.shape}")
 
     def save(self, path: Path) -> None:
         """Write as safetensors (no pickle), atomically."""
         from safetensors.numpy import save_file
+        tensors = {"prototypes": np.ascontiguousarray(self.prototypes, np.float32),
+                   "text_features": np.ascontiguousarray(self.text_features, np.float32),
+                   "shots": np.ascontiguousarray(self.shots, np.int32)}
+        if self.support_features is not None:
+            tensors["support_features"] = np.ascontiguousarray(self.support_features, np.float32)
         with staged_file(Path(path)) as tmp:
-            save_file({"prototypes": np.ascontiguousarray(self.prototypes, np.float32),
-                       "text_features": np.ascontiguousarray(self.text_features, np.float32),
-                       "shots": np.ascontiguousarray(self.shots, np.int32)}, str(tmp),
-                      metadata={"class_names": json.dumps(list(self.class_names))})
+            save_file(tensors, str(tmp), metadata={"class_names": json.dumps(list(self.class_names))})
+            with open(tmp, "rb+") as f:  # on disk before the rename makes it visible
+                os.fsync(f.fileno())
 
     @staticmethod
     def load(path: Path) -> "PrototypeStore":
@@ -68,10 +84,13 @@ class PrototypeStore:
         try:
             with safe_open(str(path), framework="numpy") as f:
                 names = json.loads((f.metadata() or {})["class_names"])
-                arrays = {k: f.get_tensor(k) for k in ("prototypes", "text_features", "shots")}
+                arrays = {k: f.get_tensor(k) for k in f.keys()}
+            return PrototypeStore(tuple(names), arrays["prototypes"], arrays["text_features"], arrays["shots"],
+                                  arrays.get("support_features"))
+        except BundleError:
+            raise
         except Exception as e:  # a truncated or foreign file
             raise BundleError(f"prototype store {path} is unreadable: {e}") from e
-        return PrototypeStore(tuple(names), arrays["prototypes"], arrays["text_features"], arrays["shots"])
 
 
 @dataclass(frozen=True)
@@ -139,6 +158,10 @@ class Manifest:
     prototypes: Dict[str, str]
     parity: Dict[str, Any] = field(default_factory=dict)
     precision_report: Dict[str, Any] = field(default_factory=dict)  # end-to-end report per precision (calib/)
+    # optional (older bundles open without them): the runtime tokenizer file (runtime/tokenizer.py) and the
+    # calibration of user-facing scores (runtime/calibration.py: temperature, zero-shot map, "unknown" threshold)
+    tokenizer: Dict[str, Any] = field(default_factory=dict)
+    calibration: Dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> Dict[str, Any]:
         import dataclasses
@@ -167,7 +190,9 @@ class Manifest:
                 graphs[name] = GraphSpec(**g)
             return Manifest(version, data["package_version"], from_dict(ModelFacts, data["model"], f"{where} [model]"),
                             graphs, dict(data["prototypes"]), dict(data.get("parity", {})),
-                            precision_report=dict(data.get("precision_report", {})))
+                            precision_report=dict(data.get("precision_report", {})),
+                            tokenizer=dict(data.get("tokenizer") or {}),
+                            calibration=dict(data.get("calibration") or {}))
         except (KeyError, TypeError) as e:
             raise BundleError(f"{where}: malformed manifest ({e})") from e
 
@@ -219,6 +244,8 @@ class Bundle:
         entries += [(f"graph '{n}' ({p})", v.file, v.sha256)
                     for n, g in manifest.graphs.items() for p, v in g.variants.items()]
         entries.append(("prototype store", manifest.prototypes.get("file", ""), manifest.prototypes.get("sha256", "")))
+        if manifest.tokenizer:
+            entries.append(("tokenizer", manifest.tokenizer.get("file", ""), manifest.tokenizer.get("sha256", "")))
         for what, rel, digest in entries:
             path = _inside(root, rel, what)
             if not path.is_file():
@@ -277,6 +304,8 @@ def write_bundle(out: Path, manifest: Dict[str, Any], files: Dict[str, Path], st
         for g in manifest["graphs"].values():
             g["sha256"] = sha256_of(tmp / g["file"])
         manifest["prototypes"] = {"file": PROTOTYPES_FILE, "sha256": sha256_of(tmp / PROTOTYPES_FILE)}
+        if manifest.get("tokenizer"):
+            manifest["tokenizer"]["sha256"] = sha256_of(_inside(tmp, manifest["tokenizer"]["file"], "tokenizer"))
         manifest["schema_version"] = SCHEMA_VERSION
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         Bundle.open(tmp)  # validate what was written before it becomes visible
@@ -351,3 +380,127 @@ def _remove_unlisted_variants(root: Path, data: Dict[str, Any]) -> None:
         rel = f"{VARIANTS_DIR}/{path.name}"
         if path.is_file() and rel not in listed and not path.name.startswith("."):
             path.unlink()
+
+
+# ----- in-place writes of an existing bundle: the prototype store and optional manifest entries -------------------
+LOCK_FILE = ".lock"
+STORE_PREFIX = "prototypes"
+
+
+@contextlib.contextmanager
+def bundle_lock(root: Path, timeout: float = 30.0) -> Iterator[None]:
+    """Hold the bundle's writer lock (an advisory ``flock`` on ``ROOT/.lock``): a second writer waits for it.
+
+    Args:
+        root: the bundle folder. timeout: seconds to wait before giving up.
+    Raises:
+        BundleError: the bundle is read-only, or another process held the lock longer than ``timeout`` (named by pid).
+    Example:
+        >>> with bundle_lock(Path("bundle")):
+        ...     pass  # read, change and rewrite the store here
+    """
+    root = Path(root)
+    path = root / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise BundleError(f"bundle {root} is read-only or not writable ({e.strerror}); copy it somewhere "
+                          f"writable to change its classes") from e
+    try:
+        _acquire(fd, root, timeout)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _acquire(fd: int, root: Path, timeout: float) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: a byte-range lock on the lock file
+        import msvcrt
+        lock = lambda: msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # noqa: E731
+    else:
+        lock = lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # noqa: E731
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            lock()
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise BundleError(f"bundle {root} is being changed by another process (pid {holder}) for more "
+                                  f"than {timeout:g} s; try again when it has finished") from None
+            time.sleep(0.05)
+
+
+def _write_manifest(root: Path, data: Dict[str, Any]) -> None:
+    Manifest.from_json(data, f"{root / MANIFEST} (new)")  # never write a manifest this runtime cannot read
+    with staged_file(root / MANIFEST) as tmp:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def replace_store(root: Path, change: Callable[[PrototypeStore], PrototypeStore], timeout: float = 30.0) -> Bundle:
+    """Change a bundle's prototype store atomically, under the writer lock.
+
+    Inside the lock the bundle is reopened (so ``change`` sees the store as it is now, with what any other writer
+    just added), ``change(store)`` gives the new store, which is written to a new file named by its hash; then the
+    manifest is rewritten through a staged file and renamed into place; the old store file is removed last. A
+    process killed at any point leaves a bundle that opens, with the old store or the new one. A classifier that
+    already loaded the bundle keeps the store it has in memory; ``Bundle.open`` afterwards sees the new one.
+
+    Args:
+        root: the bundle folder. change: old store -> new store (may raise to abort; nothing is written then).
+    Returns:
+        The reopened bundle.
+    Raises:
+        BundleError: invalid bundle, read-only bundle, lock not obtained; whatever ``change`` raises.
+    """
+    root = Path(root)
+    with bundle_lock(root, timeout):
+        bundle = Bundle.open(root)
+        store = change(bundle.store)
+        if store.prototypes.shape[1:] != bundle.store.prototypes.shape[1:]:
+            raise BundleError(f"bundle {root}: new prototypes {store.prototypes.shape} do not match the bundle's")
+        for stale in root.glob(f".*{STORE_PREFIX}*"):  # temporaries of a writer that was killed (we hold the lock)
+            stale.unlink()
+        tmp = root / f".{STORE_PREFIX}.new.safetensors"
+        try:
+            store.save(tmp)
+            digest = sha256_of(tmp)
+            rel = f"{STORE_PREFIX}.{digest[:16]}.safetensors"
+            os.replace(tmp, root / rel)
+        except PermissionError as e:
+            raise BundleError(f"bundle {root} is read-only ({e.strerror}); nothing was changed") from e
+        data = json.loads((root / MANIFEST).read_text())
+        old = data["prototypes"]["file"]
+        data["prototypes"] = {"file": rel, "sha256": digest}
+        _write_manifest(root, data)
+        if old != rel:
+            (root / old).unlink(missing_ok=True)
+        return Bundle.open(root)
+
+
+def update_manifest(root: Path, key: str, value: Dict[str, Any], timeout: float = 30.0) -> Bundle:
+    """Set an optional top-level manifest entry (``calibration`` or ``tokenizer``) atomically, under the lock.
+
+    Raises:
+        BundleError: unknown key, invalid or read-only bundle, lock not obtained.
+    """
+    if key not in ("calibration", "tokenizer"):
+        raise BundleError(f"update_manifest: '{key}' is not an optional manifest entry")
+    root = Path(root)
+    with bundle_lock(root, timeout):
+        Bundle.open(root)
+        data = json.loads((root / MANIFEST).read_text())
+        data[key] = json.loads(json.dumps(value))
+        try:
+            _write_manifest(root, data)
+        except PermissionError as e:
+            raise BundleError(f"bundle {root} is read-only ({e.strerror}); nothing was changed") from e
+        return Bundle.open(root)

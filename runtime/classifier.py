@@ -31,10 +31,15 @@ UNKNOWN = "unknown"
 
 @dataclass(frozen=True)
 class ClipResult:
-    """The class of one clip: ``label`` (or ``unknown``), its ``score``, and every class's score."""
+    """The class of one clip: ``label`` (or ``unknown``), its ``score``, and every class's score.
+
+    ``scores`` are the calibrated probabilities when the bundle has a calibration (see runtime/calibration.py);
+    ``fused`` are the paper's fused probabilities ``p_vt^beta * softmax((T - D) / T)^(1 - beta)``.
+    """
     label: str
     score: float
     scores: Tuple[float, ...]
+    fused: Tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,47 @@ class Classifier:
                           "query_head": self.query_head.providers[0]}
         self.class_names: Tuple[str, ...] = bundle.store.class_names
         self.stats = StreamStats()
+        self._use_bundle(bundle)
+
+    # ----- classes and calibration (runtime/enroll.py, runtime/classes.py, runtime/calibration.py) ---------------
+    def _use_bundle(self, bundle: Bundle) -> None:
+        """Adopt a (re)opened bundle's store and calibration; the sessions stay."""
+        from .calibration import split_threshold
+        self.bundle, self.class_names = bundle, bundle.store.class_names
+        cal = dict(bundle.manifest.calibration)
+        if not cal.get("temperature") and (bundle.store.shots == 0).any():  # uncalibrated: the paper's scales
+            cal.update(temperature=float(self.facts.frames), zero_shot={"a": self.facts.vt_scale, "b": 0.0})
+        self._calibration = cal
+        self.default_threshold = split_threshold(cal)[1] or 0.0
+
+    @property
+    def calibrated(self) -> bool:
+        """True when scores are the calibrated probabilities (a fitted temperature, or zero-shot classes)."""
+        return bool(self._calibration.get("temperature"))
+
+    def enroll(self, name: str, clips: Sequence = (), add: bool = False, replace: bool = False) -> None:
+        """Enrol class ``name`` from clips (video files, frame folders or frame lists; none = zero-shot), torch-free,
+        writing the bundle's store atomically; this classifier uses it at once. See :class:`~.enroll.Enroller`.
+
+        Raises:
+            EnrollError, TokenizerError, VideoError, BundleError (see ``Enroller.enroll``).
+        """
+        from .enroll import Enroller
+        if add and replace:
+            raise ClipFsarError("enroll: pass add or replace, not both")
+        mode = "add" if add else "replace" if replace else "new"
+        self._use_bundle(Enroller(self.bundle).enroll(name, clips, mode))
+
+    def remove_class(self, name: str) -> None:
+        """Remove an enrolled class from the bundle (atomic); this classifier stops scoring it."""
+        from .classes import remove_class
+        self._use_bundle(remove_class(self.bundle.root, name))
+
+    def rename_class(self, old: str, new: str) -> None:
+        """Rename an enrolled class (its text feature and prototype follow the new name); see classes.rename_class."""
+        from .classes import rename_class
+        self._use_bundle(rename_class(self.bundle.root, old, new))
+
 
     @staticmethod
     def load(bundle: Union[str, Path], backend: str = "auto", threads: int = 0) -> "Classifier":
@@ -126,18 +172,26 @@ class Classifier:
         out = self.query_head.run(query=np.ascontiguousarray(feats, np.float32), prototypes=store.prototypes,
                                   text=store.text_features)
         probs = out["probs"] if beta is None else fuse_probs(out["p_fewshot"], out["p_videotext"], beta)
+        if beta is None and self.calibrated:  # what users read: calibrated probabilities (runtime/calibration.py)
+            from .calibration import calibrated_probs, video_text_cos
+            probs = calibrated_probs(out["distances"], video_text_cos(feats, store.text_features), store.shots,
+                                     self._calibration).astype(np.float32)
         self.stats.seconds["head"] += time.perf_counter() - t0
         self.stats.head_calls += 1
         return probs
 
-    def _result(self, probs: np.ndarray, threshold: float) -> Tuple[str, float]:
+    def _result(self, probs: np.ndarray, threshold: Optional[float]) -> Tuple[str, float]:
+        if threshold is None:  # the bundle's threshold (fitted by `clipfsar calibrate-threshold`), else none
+            threshold = self.default_threshold
         top = int(np.argmax(probs))
         score = float(probs[top])
         return (self.class_names[top] if score >= threshold else UNKNOWN), score
 
     # ----- clips ----------------------------------------------------------------------------------------------
-    def classify_clip(self, frames: Sequence[np.ndarray], threshold: float = 0.0) -> ClipResult:
+    def classify_clip(self, frames: Sequence[np.ndarray], threshold: Optional[float] = None) -> ClipResult:
         """Classify one clip given as frames (uint8 BGR, as OpenCV gives them); T are sampled TSN-style.
+
+        ``threshold``: below it the label is ``unknown``; None = the bundle's fitted threshold (none: 0).
 
         Raises:
             ClipFsarError: no frames.
@@ -147,11 +201,13 @@ class Classifier:
         idx = sample_indices(len(frames), self.facts.frames, "center")
         feats = self.encode([frames[i] for i in idx])[None]  # (1, T, D)
         probs = self.scores(feats)[0]
+        fused = self.scores(feats, beta=self.facts.beta)[0] if self.calibrated else probs
         label, score = self._result(probs, threshold)
-        return ClipResult(label, score, tuple(float(p) for p in probs))
+        return ClipResult(label, score, tuple(float(p) for p in probs), tuple(float(p) for p in fused))
 
     # ----- streams --------------------------------------------------------------------------------------------
-    def stream(self, source, window: Optional[float] = None, hop: Optional[float] = None, threshold: float = 0.0,
+    def stream(self, source, window: Optional[float] = None, hop: Optional[float] = None,
+               threshold: Optional[float] = None,
                smooth: int = 1, max_fps: Optional[float] = None,
                on_frame: Optional[Callable[[Frame, Optional[Decision]], None]] = None) -> Iterator[Decision]:
         """Classify a stream: decisions over sliding windows.
@@ -160,7 +216,8 @@ class Classifier:
             source: camera index, video file, image folder, URL, GStreamer pipeline, or an opened source.
             window: seconds a decision covers (default: the bundle's); T frames are sampled evenly in it.
             hop: seconds between decisions (default: one sampling interval, ``window / T``).
-            threshold: below this smoothed score the label is ``unknown``.
+            threshold: below this smoothed score the label is ``unknown``; None = the bundle's fitted threshold
+                (``clipfsar calibrate-threshold``; none fitted: 0, no rejection).
             smooth: average the scores of the last ``smooth`` windows.
             max_fps: read at most this many frames per second (paces files to real time, caps live sources).
             on_frame: called with every frame read and the latest decision (drawing, saving).
@@ -174,7 +231,7 @@ class Classifier:
             yield d
 
     def stream_many(self, sources: Sequence, window: Optional[float] = None, hop: Optional[float] = None,
-                    threshold: float = 0.0, smooth: int = 1, max_fps: Optional[float] = None,
+                    threshold: Optional[float] = None, smooth: int = 1, max_fps: Optional[float] = None,
                     on_frame: Optional[Callable[[int, Frame, Optional[Decision]], None]] = None
                     ) -> Iterator[Tuple[int, Decision]]:
         """Several streams in one process: the frames due from every stream go through one encoder call.

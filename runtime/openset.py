@@ -1,0 +1,176 @@
+"""Few-shot open-set episodes through a bundle's graphs (numpy + onnxruntime): calibration and threshold fitting.
+
+Protocol (after Berti et al. 2026, arXiv 2603.04125): N-way K-shot episodes over a split's classes; the queries
+are one clip of each episode class (known) plus ``unknown`` clips of classes outside the episode. Every clip is
+encoded once (T frames, centre sampling); each episode runs ``support_head`` on its support clips and
+``query_head`` on its queries. Episodes are seeded: episode i depends on (seed, i) only.
+
+Example:
+    >>> feats = encode_split(bundle, Path("data"), "val")
+    >>> ep = run_episodes(bundle, feats, way=5, shot=1, episodes=500, seed=0)
+    >>> ep.distances.shape  # (episodes, queries, way)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from .bundle import Bundle
+from .calibration import video_text_cos
+from .engines import OnnxGraph
+from .errors import DatasetError
+from .preprocess import preprocess_frames
+from .tokenizer import ClipTokenizer
+from .video import VIDEO_EXTS, is_clip, read_clip
+
+
+def read_split(root: Path, split: str) -> Dict[str, List[Path]]:
+    """Class name -> clips of ``ROOT/splits/SPLIT.txt`` (lines: class folders, or ``class/clip``); ``_`` reads as
+    a space in folder names, as in training.
+
+    Raises:
+        DatasetError: missing folder or list, a listed class or clip that does not exist.
+    """
+    root = Path(root)
+    lst = root / "splits" / f"{split}.txt"
+    if not lst.is_file():
+        raise DatasetError(f"split list not found: {lst} (expected {root}/splits/{{train,val,test}}.txt)")
+    folders = {p.name.replace("_", " ").strip(): p for p in sorted(root.iterdir())
+               if p.is_dir() and p.name != "splits" and not p.name.startswith(".")}
+    out: Dict[str, List[Path]] = {}
+    for line in (ln.strip() for ln in lst.read_text().splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        cls, _, clip = line.partition("/")
+        name = cls.replace("_", " ").strip()
+        if name not in folders:
+            raise DatasetError(f"split '{split}' names class '{cls}', which has no folder under {root}")
+        if clip:
+            cands = [folders[name] / clip] + [folders[name] / f"{clip}{e}" for e in VIDEO_EXTS]
+            found = next((c for c in cands if c.exists()), None)
+            if found is None:
+                raise DatasetError(f"split '{split}' names clip '{line}', which is not under {root}")
+            out.setdefault(name, []).append(found)
+        else:
+            out[name] = sorted(p for p in folders[name].iterdir() if not p.name.startswith(".") and is_clip(p))
+    if not out:
+        raise DatasetError(f"split list {lst} is empty")
+    return out
+
+
+@dataclass
+class SplitFeatures:
+    """Encoded clips of a split: ``classes``; ``clips[c]`` (n_c, T, D) frame features; ``text`` (C, D)."""
+    classes: List[str]
+    clips: List[np.ndarray]
+    text: np.ndarray
+
+
+def encode_split(bundle: Bundle, root: Path, split: str, backend: str = "cpu") -> SplitFeatures:
+    """Encode every clip of a split once with the bundle's image encoder, and every class name's prompt."""
+    facts = bundle.manifest.model
+    enc = OnnxGraph(bundle.graph_path("image_encoder"), backend)
+    txt = OnnxGraph(bundle.graph_path("text_encoder"), backend)
+    clips = read_split(root, split)
+    names = sorted(clips)
+    feats = []
+    for n in names:
+        if not clips[n]:
+            raise DatasetError(f"class '{n}' of split '{split}' has no clips")
+        feats.append(np.stack([enc.run(images=preprocess_frames(read_clip(p, facts.frames), facts.preprocess))
+                               ["features"] for p in clips[n]]))
+    if not bundle.manifest.tokenizer:
+        raise DatasetError(f"bundle {bundle.root} has no tokenizer file; export it again")
+    tok = ClipTokenizer.from_manifest(bundle.root, bundle.manifest.tokenizer)
+    text = txt.run(tokens=tok([facts.prompt.format(n) for n in names]))["text_features"]
+    return SplitFeatures(names, feats, text)
+
+
+@dataclass
+class EpisodeOutputs:
+    """Per episode and query: ``distances``, ``fused`` (the paper's p), ``cos`` (video-text cosine), all
+    (E, Q, way); ``labels`` (E, Q): the true column, or -1 for a query of an unknown class."""
+    distances: np.ndarray
+    fused: np.ndarray
+    cos: np.ndarray
+    labels: np.ndarray
+
+
+def run_episodes(bundle: Bundle, feats: SplitFeatures, way: int = 5, shot: int = 1, episodes: int = 500,
+                 seed: int = 0, unknown: int = 0, backend: str = "cpu") -> EpisodeOutputs:
+    """Seeded open-set episodes (``unknown`` queries of classes outside the episode; 0 = closed set).
+
+    Raises:
+        DatasetError: fewer than ``way`` classes with ``shot + 1`` clips, or too few classes for the unknowns.
+    """
+    sup_g = OnnxGraph(bundle.graph_path("support_head"), backend)
+    qry_g = OnnxGraph(bundle.graph_path("query_head"), backend)
+    counts = np.array([len(c) for c in feats.clips])
+    eligible = np.flatnonzero(counts >= shot + 1)
+    if len(eligible) < way:
+        raise DatasetError(f"{way}-way {shot}-shot episodes need {way} classes with {shot + 1} clips; "
+                           f"{len(eligible)} have that many")
+    if unknown and len(feats.classes) <= way:
+        raise DatasetError(f"open-set episodes need classes outside the {way} of an episode; the split has "
+                           f"{len(feats.classes)}")
+    dist, fused, cos, labels = [], [], [], []
+    for e in range(episodes):
+        rng = np.random.default_rng([int(seed), e])
+        cls = rng.choice(eligible, way, replace=False)
+        picks = [rng.choice(counts[c], shot + 1, replace=False) for c in cls]
+        support = np.stack([feats.clips[c][p[:shot]] for c, p in zip(cls, picks)])  # (way, K, T, D)
+        queries = [feats.clips[c][p[shot]] for c, p in zip(cls, picks)]
+        lab = list(range(way))
+        if unknown:
+            others = np.setdiff1d(np.arange(len(feats.classes)), cls)
+            for c in rng.choice(others, unknown, replace=len(others) < unknown):
+                queries.append(feats.clips[c][rng.integers(counts[c])])
+                lab.append(-1)
+        q = np.stack(queries)  # (Q, T, D)
+        text = feats.text[cls]
+        protos = sup_g.run(support=support, text=text)["prototypes"]
+        out = qry_g.run(query=q, prototypes=protos, text=text)
+        dist.append(out["distances"])
+        fused.append(out["probs"])
+        cos.append(video_text_cos(q, text))
+        labels.append(lab)
+    return EpisodeOutputs(np.stack(dist), np.stack(fused), np.stack(cos), np.array(labels))
+
+
+def fit_calibration(bundle: Bundle, feats: SplitFeatures, shot: int = 1, episodes: int = 300,
+                    seed: int = 0) -> Dict:
+    """Fit the temperature on closed-set episodes' queries, and the zero-shot map on the same episodes with one
+    class per episode (in turn) given by its name only. Returns the manifest's ``calibration`` entry."""
+    from .calibration import fit_report, fit_temperature, fit_zero_shot
+    way = min(5, len(feats.classes))
+    ep = run_episodes(bundle, feats, way, shot, episodes, seed)
+    d, y = ep.distances.reshape(-1, way), ep.labels.reshape(-1)
+    tau = fit_temperature(d, y)
+    zero_col = np.repeat(np.arange(len(ep.labels)) % way, ep.labels.shape[1])
+    zs = fit_zero_shot(-d / tau, ep.cos.reshape(-1, way), zero_col, y)
+    out = fit_report(tau, d, y, bundle.manifest.model.frames, zs, episodes)
+    out["fitted_on"].update({"way": way, "shot": shot, "seed": seed, "classes": len(feats.classes)})
+    return out
+
+
+def open_set_metrics(bundle: Bundle, feats: SplitFeatures, calibration: Dict, shot: int = 1, episodes: int = 500,
+                     seed: int = 0, way: int = 5) -> Dict:
+    """AUROC and OSCR of each candidate rejection score, with closed-set accuracy, on open-set episodes
+    (``way`` unknown queries per episode)."""
+    from .calibration import SCORES, auroc, calibrated_probs, oscr, rejection_scores
+    ep = run_episodes(bundle, feats, way, shot, episodes, seed, unknown=way)
+    d, f, c = (a.reshape(-1, a.shape[-1]) for a in (ep.distances, ep.fused, ep.cos))
+    y = ep.labels.reshape(-1)
+    probs = calibrated_probs(d, c, np.ones(way, int), calibration)
+    scores = rejection_scores(probs, d, f)
+    known = y >= 0
+    correct = probs.argmax(-1)[known] == y[known]
+    out = {"way": way, "shot": shot, "episodes": episodes, "seed": seed,
+           "closed_set_accuracy": float(correct.mean() * 100), "scores": {}}
+    for name in SCORES:
+        s = scores[name]
+        out["scores"][name] = {"auroc": auroc(s[known], s[~known]), "oscr": oscr(s[known], correct, s[~known])}
+    return out
