@@ -17,6 +17,10 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "export": ("clipfsar.export.cli", "export", "Export a checkpoint and support clips to a bundle."),
     "run": ("clipfsar.runtime.cli", "run", "Classify a camera, file or network stream with a bundle."),
     "bench": ("clipfsar.runtime.cli", "bench", "Per-stage latency and memory of the streaming runtime."),
+    "enroll": ("clipfsar.runtime.enroll_cli", "enroll", "Enrol a class from a few clips or its name (torch-free)."),
+    "classes": ("clipfsar.runtime.enroll_cli", "classes", "List, remove or rename a bundle's classes."),
+    "calibrate-threshold": ("clipfsar.runtime.enroll_cli", "calibrate_threshold",
+                            "Fit the 'unknown' threshold at a false-accept rate."),
     "engine": ("clipfsar.runtime.trt_cli", "engine", "Build TensorRT engines on this GPU (cached per device)."),
     "demo": ("clipfsar.demo", "demo", "Run the whole chain on synthetic data (the README's main job)."),
 }

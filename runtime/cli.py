@@ -27,14 +27,16 @@ def _decision_json(d, names) -> str:
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--window", type=float, help="Seconds per decision window (default: the bundle's).")
 @click.option("--hop", type=float, help="Seconds between decisions (default: window / T).")
-@click.option("--threshold", type=float, default=0.0, show_default=True, help="Below this score: 'unknown'.")
+@click.option("--threshold", type=float, default=None,
+              help="Below this score: 'unknown' (default: the bundle's fitted threshold, see `clipfsar "
+                   "calibrate-threshold`; 0 turns rejection off).")
 @click.option("--smooth", type=int, default=1, show_default=True, help="Average over the last k windows.")
 @click.option("--show", is_flag=True, help="Show the annotated stream in a window (q quits).")
 @click.option("--save", type=click.Path(path_type=Path), help="Write the annotated video here (.mp4, .avi).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per decision on stdout.")
 @click.option("--max-fps", type=float, help="Read at most this many frames per second.")
 @click.option("--live", is_flag=True, help="Treat a file like a live source (newest frame only).")
-def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: Optional[float], threshold: float,
+def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: Optional[float], threshold: Optional[float],
         smooth: int, show: bool, save: Optional[Path], as_json: bool, max_fps: Optional[float], live: bool) -> None:
     """Classify a camera, file or network stream with a bundle."""
     from .classifier import Classifier
@@ -44,6 +46,9 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
     src = open_source(source, live=live or None)
     click.echo(f"backend: image encoder on {clf.providers['image_encoder']}, heads on {clf.providers['query_head']}",
                err=True)
+    thr = clf.default_threshold if threshold is None else threshold
+    click.echo(f"scores: {'calibrated probabilities' if clf.calibrated else 'the paper fusion'}; 'unknown' below "
+               f"{thr:.4f}{' (the bundle threshold)' if threshold is None and thr else ''}", err=True)
     sink = AnnotatedSink(save, show, getattr(src, "fps", 30.0)) if (save or show) else None
     n, interrupted = 0, False
     try:

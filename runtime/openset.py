@@ -174,3 +174,51 @@ def open_set_metrics(bundle: Bundle, feats: SplitFeatures, calibration: Dict, sh
         s = scores[name]
         out["scores"][name] = {"auroc": auroc(s[known], s[~known]), "oscr": oscr(s[known], correct, s[~known])}
     return out
+
+
+def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0.05, shot: int = 1,
+                  episodes: int = 500, seed: int = 0, backend: str = "cpu") -> Dict:
+    """Fit the "unknown" threshold on clips of ``split`` classes the bundle has not enrolled, at false-accept
+    rate ``far``, and measure every candidate rejection score on open-set episodes of the split.
+
+    The threshold is on ``max_prob`` (the largest calibrated probability over the bundle's enrolled classes, what
+    ``run`` prints and smooths): the smallest value that at most ``far`` of those unknown clips reach.
+
+    Returns:
+        The ``threshold`` entry for the manifest's calibration (score, value, far, counts, open-set metrics).
+    Raises:
+        DatasetError: no clip of a class outside the bundle's classes in the split; bad ``far``.
+    """
+    from .calibration import calibrated_probs, rejection_scores, threshold_at_far
+    if not 0 < far < 1:
+        raise DatasetError(f"--far must be in (0, 1), got {far}")
+    feats = encode_split(bundle, Path(data), split, backend)
+    store = bundle.store
+    enrolled = set(store.class_names)
+    unknown = [i for i, c in enumerate(feats.classes) if c not in enrolled]
+    if not unknown:
+        raise DatasetError(f"split '{split}' of {data} has no class outside the bundle's enrolled classes: the "
+                           f"threshold needs clips of classes that are not enrolled")
+    cal = dict(bundle.manifest.calibration)
+    if not cal.get("temperature"):
+        cal["temperature"] = float(bundle.manifest.model.frames)  # the paper's softmax((T - D) / T)
+    head = OnnxGraph(bundle.graph_path("query_head"), backend)
+    q = np.concatenate([feats.clips[i] for i in unknown])  # (M, T, D)
+    out = head.run(query=q, prototypes=store.prototypes, text=store.text_features)
+    probs = calibrated_probs(out["distances"], video_text_cos(q, store.text_features), store.shots, cal)
+    scores = rejection_scores(probs, out["distances"], out["probs"])
+    value = threshold_at_far(scores["max_prob"], far)
+    entry = {"score": "max_prob", "value": value, "far": far, "split": split, "unknown_clips": int(len(q)),
+             "unknown_classes": len(unknown), "accepted_unknown": float((scores["max_prob"] >= value).mean())}
+    way = min(5, len(feats.classes) - 1)
+    if way >= 2:  # open-set episodes need classes outside each episode
+        entry["open_set"] = open_set_metrics(bundle, feats, cal, shot, episodes, seed, way)
+    return entry
+
+
+def store_threshold(bundle: Bundle, entry: Dict) -> Bundle:
+    """Write a threshold entry into the manifest's calibration (keeping the temperature), atomically."""
+    from .bundle import update_manifest
+    cal = dict(bundle.manifest.calibration)
+    cal["threshold"] = entry
+    return update_manifest(bundle.root, "calibration", cal)

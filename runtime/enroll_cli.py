@@ -1,0 +1,111 @@
+"""``clipfsar enroll``, ``clipfsar classes`` and ``clipfsar calibrate-threshold``: torch-free."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Tuple
+
+import click
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("clips", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="The class name (goes into the bundle's prompt, e.g. 'a photo of {}').")
+@click.option("--add", is_flag=True, help="Add these clips as more shots of an enrolled class.")
+@click.option("--replace", is_flag=True, help="Enrol an already enrolled class again from these clips.")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait while another process writes the bundle.")
+def enroll(bundle: Path, clips: Tuple[Path, ...], name: str, add: bool, replace: bool, timeout: float) -> None:
+    """Enrol a class from K clips (video files or frame folders), or from its NAME alone (no clips: zero-shot),
+    into BUNDLE, torch-free. The prototype store is rewritten atomically under a lock."""
+    from .bundle import Bundle
+    from .enroll import EnrollError, Enroller
+
+    if add and replace:
+        raise EnrollError("pass --add or --replace, not both")
+    mode = "add" if add else "replace" if replace else "new"
+    b = Enroller(Bundle.open(bundle)).enroll(name, list(clips), mode, timeout)
+    i = b.store.class_names.index(name.strip())
+    k = int(b.store.shots[i])
+    what = f"{k} shots" if k else "zero-shot (text feature only, scored by the video-text branch)"
+    click.echo(f"enrolled '{name.strip()}' in {bundle}: {what}; {len(b.store.class_names)} classes")
+
+
+@click.group()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.pass_context
+def classes(ctx: click.Context, bundle: Path) -> None:
+    """List, remove or rename BUNDLE's enrolled classes (atomic; a running classifier keeps its store).
+
+    Example: clipfsar classes bundle/ rename "wave" "waving a hand"
+    """
+    ctx.obj = bundle
+
+
+@classes.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def list_cmd(bundle: Path, as_json: bool) -> None:
+    """The enrolled classes and their shot counts (0 = zero-shot)."""
+    from .classes import list_classes
+    infos = list_classes(bundle)
+    if as_json:
+        click.echo(json.dumps([{"name": c.name, "shots": c.shots} for c in infos]))
+        return
+    for c in infos:
+        click.echo(f"{c.name}\t{c.shots if c.shots else '0 (zero-shot)'}")
+
+
+@classes.command("remove")
+@click.argument("name")
+@click.pass_obj
+def remove_cmd(bundle: Path, name: str) -> None:
+    """Remove class NAME."""
+    from .classes import remove_class
+    b = remove_class(bundle, name)
+    click.echo(f"removed '{name}'; {len(b.store.class_names)} classes left")
+
+
+@classes.command("rename")
+@click.argument("old")
+@click.argument("new")
+@click.pass_obj
+def rename_cmd(bundle: Path, old: str, new: str) -> None:
+    """Rename OLD to NEW (its text feature and prototype are recomputed for the new name)."""
+    from .classes import rename_class
+    rename_class(bundle, old, new)
+    click.echo(f"renamed '{old}' to '{new.strip()}'")
+
+
+@click.command("calibrate-threshold")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Dataset folder (a folder per class + splits/); clips of classes the bundle has not enrolled.")
+@click.option("--split", default="val", show_default=True)
+@click.option("--far", type=float, default=0.05, show_default=True, help="Target false-accept rate of unknowns.")
+@click.option("--shot", type=int, default=1, show_default=True, help="Shots of the open-set episodes measured.")
+@click.option("--episodes", type=int, default=500, show_default=True, help="Open-set episodes measured.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Measure and print; do not write the manifest.")
+def calibrate_threshold(bundle: Path, data: Path, split: str, far: float, shot: int, episodes: int, seed: int,
+                        dry_run: bool) -> None:
+    """Fit the "unknown" threshold at a false-accept rate on clips of classes BUNDLE has not enrolled; `run` then
+    uses it by default (--threshold overrides, --threshold 0 turns rejection off)."""
+    from .bundle import Bundle
+    from .openset import fit_threshold, store_threshold
+
+    b = Bundle.open(bundle)
+    entry = fit_threshold(b, data, split, far, shot, episodes, seed)
+    os_ = entry.get("open_set")
+    if os_:
+        click.echo(f"open-set episodes ({os_['way']}-way {os_['shot']}-shot + {os_['way']} unknown queries, "
+                   f"{os_['episodes']} episodes): closed-set accuracy {os_['closed_set_accuracy']:.1f} %")
+        for name, m in os_["scores"].items():
+            click.echo(f"  {name:<17} AUROC {m['auroc']:.3f}  OSCR {m['oscr']:.3f}")
+    click.echo(f"threshold on max calibrated probability: {entry['value']:.4f} (accepts "
+               f"{100 * entry['accepted_unknown']:.1f} % of {entry['unknown_clips']} clips of "
+               f"{entry['unknown_classes']} classes not enrolled; target {100 * far:g} %)")
+    if not dry_run:
+        store_threshold(b, entry)
+        click.echo(f"stored in {bundle}/manifest.json; `clipfsar run` uses it by default")
