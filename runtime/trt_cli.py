@@ -19,7 +19,7 @@ ENGINE_GRAPHS = ("image_encoder", "query_head", "text_encoder", "support_head")
 
 def build_bundle_engines(bundle_root: Path, precision: str = "fp32", options: Optional[ProfileOptions] = None,
                          workspace_mb: Optional[int] = None, cache_dir: Optional[Path] = None,
-                         graphs: Sequence[str] = ENGINE_GRAPHS, rebuild: bool = False) -> List[Dict]:
+                         graphs: Optional[Sequence[str]] = None, rebuild: bool = False) -> List[Dict]:
     """Build or load from the cache the engines of a bundle's graphs at one precision.
 
     Args:
@@ -28,10 +28,12 @@ def build_bundle_engines(bundle_root: Path, precision: str = "fp32", options: Op
         options: optimisation profile options (saved in the cache folder, so the runtime finds these engines).
         workspace_mb: TensorRT workspace limit in MiB (None: TensorRT's default).
         cache_dir: engine cache (default: the bundle's ``engines/``).
-        graphs: which graphs.
+        graphs: which graphs. A graph with no variant at ``precision`` gets its fp32 engine when graphs were not
+            named explicitly (the heads may stay fp32); at least one graph must have the precision.
         rebuild: build even when a matching engine is cached.
     Returns:
-        One dict per graph: graph, precision, action (``load``/``build``), reason, engine path, size in bytes.
+        One dict per graph: graph, precision (the variant built), action (``load``/``build``), reason, engine
+        path, size in bytes.
     Raises:
         ConfigError: bad options. BundleError: the bundle is invalid or lacks the precision (the message lists
         the ones it has). TensorRTUnavailable: TensorRT, cuda-python or a GPU is missing. EngineBuildError.
@@ -45,11 +47,14 @@ def build_bundle_engines(bundle_root: Path, precision: str = "fp32", options: Op
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if workspace_mb is not None and workspace_mb < 1:
         raise ConfigError(f"--workspace-mb must be >= 1, got {workspace_mb}")
+    explicit = bool(graphs)
+    graphs = list(graphs or ENGINE_GRAPHS)
     unknown = [g for g in graphs if g not in ENGINE_GRAPHS]
     if unknown:
         raise ConfigError(f"unknown graphs {unknown}; choose from {', '.join(ENGINE_GRAPHS)}")
     bundle = Bundle.open(Path(bundle_root))
-    paths = {g: bundle.graph_path(g, precision) for g in graphs}  # BundleError lists the precisions it has
+    chosen = engine_precisions(bundle, precision, graphs, explicit)
+    paths = {g: bundle.graph_path(g, chosen[g]) for g in graphs}
     ok, why = trt_usable()
     if not ok:
         raise TensorRTUnavailable(f"cannot build TensorRT engines here: {why}")
@@ -57,13 +62,30 @@ def build_bundle_engines(bundle_root: Path, precision: str = "fp32", options: Op
     save_profile_options(cache_dir, options)
     results = []
     for g in graphs:
-        spec = bundle.manifest.graphs[g]
-        sha = spec.sha256 if precision == "fp32" else spec.variants[precision].sha256
-        blob, decision = ensure_engine(paths[g], g, spec.inputs, precision, cache_dir, options, workspace_mb,
+        spec, p = bundle.manifest.graphs[g], chosen[g]
+        if p != precision:
+            log.info("%s has no %s variant: building its fp32 engine", g, precision)
+        sha = spec.sha256 if p == "fp32" else spec.variants[p].sha256
+        blob, decision = ensure_engine(paths[g], g, spec.inputs, p, cache_dir, options, workspace_mb,
                                        graph_sha256=sha, rebuild=rebuild)
-        results.append({"graph": g, "precision": precision, "action": decision.action, "reason": decision.reason,
+        results.append({"graph": g, "precision": p, "action": decision.action, "reason": decision.reason,
                         "engine": str(decision.engine_path), "bytes": len(blob)})
     return results
+
+
+def engine_precisions(bundle, precision: str, graphs: Sequence[str], explicit: bool) -> Dict[str, str]:
+    """The variant to build per graph: ``precision`` where the graph has it; fp32 for graphs without it unless
+    they were named explicitly.
+
+    Raises:
+        BundleError: an explicitly named graph lacks ``precision``, or no graph has it (lists what it has).
+    """
+    chosen = {g: precision if (explicit or precision in bundle.precisions(g)) else "fp32" for g in graphs}
+    if precision not in chosen.values():
+        bundle.graph_path(graphs[0], precision)  # raises, listing the precisions the bundle has
+    for g in graphs:
+        bundle.graph_path(g, chosen[g])  # an explicitly named graph without the variant raises
+    return chosen
 
 
 def profile_options(max_batch: int, max_classes: int, max_shots: int, opt_batch: Optional[int],
@@ -102,8 +124,7 @@ def engine(bundle: Path, precision: str, graphs, max_batch: int, max_classes: in
            workspace_mb: Optional[int], cache_dir: Optional[Path], rebuild: bool) -> None:
     """Build the bundle's TensorRT engines on this GPU (strongly typed, cached per device)."""
     options = profile_options(max_batch, max_classes, max_shots, opt_batch, opt_classes, opt_shots)
-    results = build_bundle_engines(bundle, precision, options, workspace_mb, cache_dir, graphs or ENGINE_GRAPHS,
-                                   rebuild)
+    results = build_bundle_engines(bundle, precision, options, workspace_mb, cache_dir, graphs, rebuild)
     for r in results:
         verb = "cached" if r["action"] == "load" else "built "
         click.echo(f"{r['graph']:<14} {r['precision']}: {verb} {r['engine']} ({r['bytes'] / 2**20:.1f} MB)")

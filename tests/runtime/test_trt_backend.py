@@ -124,3 +124,22 @@ def test_classifier_on_trt_matches_cpu(tiny_bundle, stream_file, tmp_path):
     assert trt.label == cpu.label and np.allclose(trt.scores, cpu.scores, atol=1e-3)
     r = subprocess.run(CLI + ["engine", str(bundle)], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.count("cached") == 2  # the runtime's engines are found again
+
+
+def test_engine_precision_per_graph(tiny_bundle, tmp_path):
+    """fp16 asked, only the image encoder has it: the heads get fp32 engines unless named explicitly."""
+    import shutil
+    from clipfsar.calib.fp16 import to_fp16
+    from clipfsar.runtime.bundle import BundleError, NewVariant, add_variants
+    from clipfsar.runtime.trt_cli import engine_precisions
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundle, root)
+    method = to_fp16(root / "image_encoder.onnx", tmp_path / "ie16.onnx", "image_encoder")
+    b = add_variants(root, {"image_encoder": {"fp16": NewVariant(tmp_path / "ie16.onnx", method)}})
+    names = ["image_encoder", "query_head"]
+    assert engine_precisions(b, "fp16", names, explicit=False) == {"image_encoder": "fp16", "query_head": "fp32"}
+    assert engine_precisions(b, "fp32", names, explicit=True) == {"image_encoder": "fp32", "query_head": "fp32"}
+    with pytest.raises(BundleError, match="'query_head' has no fp16 variant; it has fp32"):
+        engine_precisions(b, "fp16", names, explicit=True)
+    with pytest.raises(BundleError, match="no int8 variant; it has fp32, fp16"):
+        engine_precisions(b, "int8", names, explicit=False)
