@@ -16,7 +16,7 @@ from .errors import ClipFsarError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "tensorrt", "cuda", "cpu")
+BACKENDS = ("auto", "trt", "tensorrt", "cuda", "cpu")  # trt: native TensorRT (trt_backend); tensorrt: onnxruntime's EP
 _PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -55,21 +55,34 @@ def tensorrt_libraries_present() -> bool:
 
 def usable_backends() -> List[str]:
     """Backends that can truly run here, best first (GPU providers only where a GPU and their libraries are)."""
-    import onnxruntime as ort
-    available = ort.get_available_providers()
+    try:
+        import onnxruntime as ort
+        available = ort.get_available_providers()
+    except ImportError:  # a Jetson with TensorRT and no onnxruntime
+        available = []
     out = []
     if cuda_device_count() > 0:
+        from .trt_engine import trt_usable
+        if trt_usable()[0]:
+            out.append("trt")
         if _PROVIDERS["tensorrt"] in available and tensorrt_libraries_present():
             out.append("tensorrt")
         if _PROVIDERS["cuda"] in available:
             out.append("cuda")
-    return out + ["cpu"]
+    return out + (["cpu"] if available else [])
 
 
-def _provider_list(backend: str, cache_dir: Optional[Path]) -> List:
-    trt_opts = {"trt_engine_cache_enable": True, "trt_fp16_enable": False}
-    if cache_dir is not None:
-        trt_opts["trt_engine_cache_path"] = str(cache_dir)
+def _provider_list(backend: str, cache_dir: Optional[Path], precision: str = "fp32") -> List:
+    # TensorRT EP: precision flags match the variant; engines and timing caches in their own folder per precision
+    trt_opts = {"trt_engine_cache_enable": True, "trt_fp16_enable": precision == "fp16",
+                "trt_int8_enable": precision == "int8", "trt_timing_cache_enable": True}
+    if cache_dir is not None and backend == "tensorrt":
+        ep_dir = Path(cache_dir) / "ort-tensorrt" / precision
+        try:
+            ep_dir.mkdir(parents=True, exist_ok=True)
+            trt_opts["trt_engine_cache_path"] = trt_opts["trt_timing_cache_path"] = str(ep_dir)
+        except OSError as e:  # a read-only bundle: the EP keeps its engines in the working folder
+            log.warning("cannot create the TensorRT EP cache %s: %s", ep_dir, e)
     if backend == "tensorrt":
         return [("TensorrtExecutionProvider", trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider"]
     if backend == "cuda":
@@ -85,15 +98,17 @@ class OnnxGraph:
         >>> feats = g.run(images=x)["features"]
     """
 
-    def __init__(self, path: Path, backend: str = "auto", cache_dir: Optional[Path] = None, threads: int = 0):
+    def __init__(self, path: Path, backend: str = "auto", cache_dir: Optional[Path] = None, threads: int = 0,
+                 precision: str = "fp32"):
         import onnxruntime as ort
 
-        if backend not in BACKENDS:
-            raise ClipFsarError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+        if backend not in BACKENDS or backend == "trt":
+            raise ClipFsarError(f"unknown onnxruntime backend '{backend}'; choose one of "
+                                f"{', '.join(b for b in BACKENDS if b != 'trt')} (trt: use create_graph)")
         ort.set_default_logger_severity(3)
         available = ort.get_available_providers()
         if backend == "auto":
-            order = usable_backends()
+            order = [b for b in usable_backends() if b != "trt"]
         else:
             if _PROVIDERS[backend] not in available:
                 raise BackendUnavailableError(
@@ -112,7 +127,7 @@ class OnnxGraph:
         last_error: Optional[Exception] = None
         for b in order:
             try:
-                sess = ort.InferenceSession(str(path), opts, providers=_provider_list(b, cache_dir))
+                sess = ort.InferenceSession(str(path), opts, providers=_provider_list(b, cache_dir, precision))
             except Exception as e:  # a GPU provider that fails to start: try the next one
                 last_error = e
                 continue
@@ -136,3 +151,55 @@ class OnnxGraph:
             raise ClipFsarError(f"{self.path.name}: missing inputs {sorted(missing)}")
         outs = self.session.run(self.output_names, {k: inputs[k] for k in self.input_names})
         return dict(zip(self.output_names, outs))
+
+
+def create_graph(path: Path, backend: str = "auto", cache_dir: Optional[Path] = None, threads: int = 0,
+                 precision: str = "fp32", spec=None, spinning: bool = True, graph_sha256: Optional[str] = None):
+    """One graph on the best backend: the native TensorRT engine (``trt``) or an onnxruntime session.
+
+    Args:
+        path: the ONNX graph (of the precision variant to run).
+        backend: ``auto`` (``trt`` where TensorRT and a GPU truly work, else onnxruntime's best), ``trt``,
+            ``tensorrt`` (onnxruntime's TensorRT EP), ``cuda`` or ``cpu``.
+        cache_dir: engine cache folder (native engines, and the EP's under ``ort-tensorrt/<precision>``).
+        threads: CPU threads per onnxruntime session (0 = its default).
+        precision: the variant's precision (the engine key; the EP's fp16/int8 flags).
+        spec: the graph's manifest entry (``GraphSpec``: inputs/outputs with named dynamic axes); ``trt`` needs it
+            for its optimisation profile.
+        graph_sha256: the variant's sha256 from the manifest (else computed for the engine key).
+    Returns:
+        ``TrtGraph`` or ``OnnxGraph``; both have ``run(**inputs) -> dict``, ``backend``, ``providers``,
+        ``input_names``, ``output_names``.
+    Raises:
+        BackendUnavailableError: the backend asked for cannot run here (the message says why).
+
+    Example:
+        >>> g = create_graph(b.graph_path("image_encoder"), "auto", b.root / "engines",
+        ...                  spec=b.manifest.graphs["image_encoder"])
+    """
+    if backend not in BACKENDS:
+        raise ClipFsarError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    if backend == "trt" or (backend == "auto" and spec is not None and cuda_device_count() > 0):
+        from .trt_engine import trt_usable
+        ok, why = trt_usable()
+        if backend == "trt" and not ok:
+            raise BackendUnavailableError(f"backend 'trt' cannot run here: {why}")
+        if backend == "trt" and spec is None:
+            raise BackendUnavailableError(f"backend 'trt' needs the manifest's I/O spec of {path}")
+        if ok:
+            from .trt_backend import TrtGraph
+            try:
+                return TrtGraph(Path(path), spec.inputs, spec.outputs, precision, cache_dir,
+                                graph_sha256=graph_sha256, name=_graph_name(path))
+            except Exception as e:
+                if backend == "trt":
+                    if isinstance(e, ClipFsarError):
+                        raise
+                    raise BackendUnavailableError(f"backend 'trt' did not start for {path}: {e}") from e
+                log.warning("native TensorRT did not start for %s (%s); using onnxruntime", Path(path).name, e)
+    return OnnxGraph(Path(path), backend, cache_dir, threads, precision=precision)
+
+
+def _graph_name(path: Path) -> str:
+    """``image_encoder`` from ``image_encoder.onnx`` or ``variants/image_encoder.fp16.<sha12>.onnx``."""
+    return Path(path).name.split(".", 1)[0]
