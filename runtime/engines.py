@@ -160,7 +160,8 @@ def create_graph(path: Path, backend: str = "auto", cache_dir: Optional[Path] = 
     Args:
         path: the ONNX graph (of the precision variant to run).
         backend: ``auto`` (``trt`` where TensorRT and a GPU truly work, else onnxruntime's best), ``trt``,
-            ``tensorrt`` (onnxruntime's TensorRT EP), ``cuda`` or ``cpu``.
+            ``tensorrt`` (onnxruntime's TensorRT EP), ``cuda`` or ``cpu``; or a Triton server's URL
+            (``grpc://HOST:PORT``, ``http://HOST:PORT``: runtime/triton_client.py).
         cache_dir: engine cache folder (native engines, and the EP's under ``ort-tensorrt/<precision>``).
         threads: CPU threads per onnxruntime session (0 = its default).
         precision: the variant's precision (the engine key; the EP's fp16/int8 flags).
@@ -177,8 +178,13 @@ def create_graph(path: Path, backend: str = "auto", cache_dir: Optional[Path] = 
         >>> g = create_graph(b.graph_path("image_encoder"), "auto", b.root / "engines",
         ...                  spec=b.manifest.graphs["image_encoder"])
     """
+    from .triton_client import is_remote
+    if is_remote(backend):  # grpc:// triton:// http://: the graph runs on a Triton server (runtime/serve.py)
+        from .triton_client import remote_graph
+        return remote_graph(backend, path, spec)
     if backend not in BACKENDS:
-        raise ClipFsarError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+        raise ClipFsarError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)} or a server URL "
+                            f"(grpc://HOST:PORT, http://HOST:PORT)")
     if backend == "trt" or (backend == "auto" and spec is not None and cuda_device_count() > 0):
         from .trt_engine import trt_usable
         ok, why = trt_usable()

@@ -1,0 +1,281 @@
+"""``clipfsar serve``: a bundle's graphs behind NVIDIA Triton Inference Server, through PyTriton.
+
+We never write a server or a scheduler of our own: PyTriton starts the real ``tritonserver`` binary (shipped in the
+``nvidia-pytriton`` wheel, extra ``clip-fsar[serve]``) and binds Python callables that run the bundle's graphs in
+this torch-free runtime. Triton's dynamic batcher merges the requests of every client into one encoder call.
+
+Served models (tensor shapes without Triton's batch axis; B = the batch Triton forms):
+
+==================  ==============================================  ===============================================
+model               inputs                                          outputs
+==================  ==============================================  ===============================================
+``image_encoder``   ``images`` FP32 (3, H, W), preprocessed          ``features`` FP32 (D,)
+``query_head``      ``query`` FP32 (T, D), a window's frame features  ``probs``, ``p_fewshot``, ``p_videotext``,
+                                                                    ``distances``: FP32 (N,), N = classes
+``bundle_info``     ``client`` BYTES (1,), any text (logged)          ``info`` BYTES (1,): JSON (graph sha256s and
+                                                                    precisions, store digest, classes, T, D, H)
+==================  ==============================================  ===============================================
+
+``query_head`` uses the server's prototype store: clients send only their window's features. Clients check
+``bundle_info`` against their own bundle and refuse a mismatch (runtime/triton_client.py).
+
+Pitfalls handled here (both measured on this machine, Python 3.11.7 from pyenv, nvidia-pytriton 0.7.0):
+
+* The Python-backend stub links ``libpython3.X.so`` and, unless told otherwise, the dynamic linker finds the
+  system's copy of another 3.X patch release; model loading then fails with ``'_thread.RLock' object has no
+  attribute '_recursion_count'``. We put ``sysconfig.get_config_var("LIBDIR")`` first in ``LD_LIBRARY_PATH``
+  of this process's environment before PyTriton launches ``tritonserver`` (which the stub inherits).
+* The stub binary of nvidia-pytriton 0.7.0 is built with pybind11 < 2.12 (numpy 1.x ABI only; the wheel requires
+  ``numpy<2``): with numpy 2 in the stub every response comes back EMPTY (the element size is read from the
+  numpy-1 descriptor layout). When this interpreter has numpy >= 2, ``serve`` needs a *stub environment*: a venv of
+  the same Python with ``numpy<2`` whose site-packages then add this one (README: "Serving"). A fresh
+  ``pip install clip-fsar[serve]`` resolves to numpy 1.x and needs none.
+
+Example:
+    >>> from clipfsar.runtime.serve import BundleServer
+    >>> with BundleServer("bundle/", grpc_port=8001, http_port=8000) as server:
+    ...     server.wait()                      # until Ctrl-C
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .bundle import Bundle
+from .engines import create_graph
+from .errors import ClipFsarError
+from .precision import choose_precisions
+from .serve_protocol import HEAD_OUTPUTS, INFO_MODEL, SERVED_INPUTS, store_digest
+
+log = logging.getLogger(__name__)
+
+SERVED_GRAPHS = tuple(SERVED_INPUTS)
+STUB_ENV_VAR = "CLIPFSAR_TRITON_STUB_ENV"
+
+
+class ServeError(ClipFsarError):
+    """The server cannot start: pytriton missing, a port in use, an unusable stub environment, ..."""
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when ``host:port`` can be bound now (TCP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def fix_libpython_path(env: Optional[Dict[str, str]] = None) -> str:
+    """Put this interpreter's ``LIBDIR`` first in ``LD_LIBRARY_PATH`` (of ``env``, default ``os.environ``).
+
+    Must run before ``tritonserver`` starts: its Python-backend stub inherits the environment and loads
+    ``libpython3.X.so`` through the dynamic linker. Returns the directory put first ("" when there is none).
+    """
+    env = os.environ if env is None else env
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    if not libdir or not Path(libdir).is_dir():
+        return ""
+    parts = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p and p != libdir]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([libdir] + parts)
+    return libdir
+
+
+def stub_python_env(stub_env: Optional[Path]) -> Optional[Path]:
+    """The Python environment the Python-backend stub must use, or None for this one.
+
+    With numpy >= 2 here, the stub (numpy-1 ABI) needs ``stub_env`` (or ``$CLIPFSAR_TRITON_STUB_ENV``): a venv of
+    the same Python version whose numpy is < 2 and which imports ``zmq`` (PyTriton's proxy needs it).
+
+    Raises:
+        ServeError: none given, or it is not such an environment (the message says how to make one).
+    """
+    stub_env = stub_env or (Path(os.environ[STUB_ENV_VAR]) if os.environ.get(STUB_ENV_VAR) else None)
+    numpy_major = int(np.__version__.split(".")[0])
+    how = ("make one: `python -m venv --without-pip ENV && pip install --target ENV/lib/python3.X/site-packages "
+           "'numpy<2' && echo \"import site; site.addsitedir('$(python -c 'import site; "
+           "print(site.getsitepackages()[0])')')\" > ENV/lib/python3.X/site-packages/zz_main_env.pth` "
+           "(README: Serving), then pass --stub-env ENV")
+    if stub_env is None:
+        if numpy_major >= 2:
+            raise ServeError(f"this environment has numpy {np.__version__}, but the Triton Python-backend stub in "
+                             f"nvidia-pytriton is built for numpy 1.x (its responses come back empty under numpy 2); "
+                             f"install clip-fsar[serve] in an environment with numpy<2, or {how}")
+        return None
+    python = Path(stub_env) / "bin" / "python3"
+    if not python.exists():
+        raise ServeError(f"stub environment {stub_env} has no bin/python3; {how}")
+    probe = "import sys, numpy, zmq; print(sys.version_info[0], sys.version_info[1], numpy.__version__)"
+    r = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise ServeError(f"stub environment {stub_env} cannot import numpy and zmq: {r.stderr.strip()[-300:]}")
+    major, minor, np_version = r.stdout.split()
+    if (int(major), int(minor)) != sys.version_info[:2]:
+        raise ServeError(f"stub environment {stub_env} runs Python {major}.{minor}, this one "
+                         f"{sys.version_info[0]}.{sys.version_info[1]}: they must match")
+    if int(np_version.split(".")[0]) >= 2:
+        raise ServeError(f"stub environment {stub_env} has numpy {np_version}; the stub needs numpy<2")
+    return Path(stub_env)
+
+
+class BundleServer:
+    """A bundle served by a real Triton server (PyTriton): ``image_encoder``, ``query_head``, ``bundle_info``.
+
+    Args:
+        bundle: the bundle folder (validated, every hash checked, before anything starts).
+        host: address to listen on (``127.0.0.1`` local only, ``0.0.0.0`` every interface).
+        http_port, grpc_port, metrics_port: Triton's endpoints (health: ``/v2/health/live`` and ``/ready`` on
+            HTTP; metrics: Prometheus text on ``http://HOST:METRICS_PORT/metrics``).
+        max_batch: the largest batch Triton forms for one encoder or head call.
+        queue_delay_us: how long Triton may hold a request to batch it with others (microseconds).
+        instances: model instances per graph (each runs its own calls concurrently; the sessions are shared).
+        backend, precision, threads: as ``Classifier.load`` (which graph variant runs, on what).
+        stub_env: the stub's Python environment when this one has numpy >= 2 (see :func:`stub_python_env`).
+    Raises:
+        BundleError: the bundle fails validation. ServeError: pytriton missing, a port in use, a bad stub env,
+        Triton failing to start (its log tail is in the message).
+    """
+
+    def __init__(self, bundle, host: str = "0.0.0.0", http_port: int = 8000, grpc_port: int = 8001,
+                 metrics_port: int = 8002, max_batch: int = 64, queue_delay_us: int = 2000, instances: int = 1,
+                 backend: str = "auto", precision: str = "auto", threads: int = 0,
+                 stub_env: Optional[Path] = None, log_verbose: int = 0):
+        if max_batch < 1 or instances < 1 or queue_delay_us < 0:
+            raise ServeError(f"max_batch ({max_batch}) and instances ({instances}) must be >= 1, "
+                             f"queue_delay_us ({queue_delay_us}) >= 0")
+        self.bundle = Bundle.open(Path(bundle))
+        self.host, self.ports = host, {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+        self.max_batch, self.queue_delay_us, self.instances = max_batch, queue_delay_us, instances
+        self.log_verbose = log_verbose
+        for what, port in self.ports.items():
+            if not port_free(host if host != "0.0.0.0" else "", port):
+                raise ServeError(f"{what} port {port} on {host} is in use (pass another --{what}-port)")
+        try:
+            import pytriton  # noqa: F401
+        except ImportError as e:
+            raise ServeError("serving needs PyTriton: pip install 'clip-fsar[serve]' (nvidia-pytriton)") from e
+        self.stub_env = stub_python_env(stub_env)
+        chosen = choose_precisions(self.bundle, precision, backend)
+        self.precisions = {g: chosen[g] for g in SERVED_GRAPHS}
+        graphs = self.bundle.manifest.graphs
+        self.graphs = {g: create_graph(self.bundle.graph_path(g, self.precisions[g]), backend,
+                                       self.bundle.root / "engines", threads, precision=self.precisions[g],
+                                       spec=graphs[g], graph_sha256=self.bundle.graph_sha256(g, self.precisions[g]))
+                       for g in SERVED_GRAPHS}
+        self._store_lock = threading.Lock()
+        self._triton = None
+
+    # ----- what is served ---------------------------------------------------------------------------------------
+    def info(self) -> Dict[str, Any]:
+        """The JSON ``bundle_info`` returns: what a client checks against its own bundle."""
+        from .. import __version__
+        facts, store = self.bundle.manifest.model, self.bundle.store
+        return {
+            "package_version": __version__,
+            "bundle": self.bundle.root.name,
+            "graphs": {g: {"precision": self.precisions[g], "sha256": self.bundle.graph_sha256(g, self.precisions[g]),
+                           "provider": self.graphs[g].providers[0]} for g in SERVED_GRAPHS},
+            "store_digest": store_digest(store.prototypes, store.text_features),
+            "classes": list(store.class_names),
+            "frames": facts.frames, "embed_dim": facts.embed_dim, "image_size": facts.image_size,
+            "max_batch": self.max_batch,
+        }
+
+    def _encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+        return {"features": self.graphs["image_encoder"].run(images=np.ascontiguousarray(images, np.float32))
+                ["features"]}
+
+    def _head(self, query: np.ndarray) -> Dict[str, np.ndarray]:
+        with self._store_lock:
+            store = self.bundle.store
+        out = self.graphs["query_head"].run(query=np.ascontiguousarray(query, np.float32),
+                                            prototypes=store.prototypes, text=store.text_features)
+        return {k: out[k] for k in HEAD_OUTPUTS}
+
+    def _info(self, client: np.ndarray) -> Dict[str, np.ndarray]:
+        log.debug("bundle_info asked by %s", client.ravel()[:1])
+        return {"info": np.array([[json.dumps(self.info()).encode()]] * len(client), dtype=np.bytes_)}
+
+    # ----- lifecycle --------------------------------------------------------------------------------------------
+    def start(self) -> "BundleServer":
+        """Launch tritonserver and load the models; returns once they are ready."""
+        from pytriton.decorators import batch
+        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+        from pytriton.triton import Triton, TritonConfig
+
+        fix_libpython_path()  # before tritonserver (and so the stub) starts
+        if self.stub_env is not None:
+            _use_stub_env(self.stub_env)
+        facts = self.bundle.manifest.model
+        H, T, D = facts.image_size, facts.frames, facts.embed_dim
+        config = TritonConfig(http_address=self.host, http_port=self.ports["http"], grpc_address=self.host,
+                              grpc_port=self.ports["grpc"], metrics_address=self.host,
+                              metrics_port=self.ports["metrics"], exit_timeout_secs=5, log_verbose=self.log_verbose)
+        batched = ModelConfig(max_batch_size=self.max_batch,
+                              batcher=DynamicBatcher(max_queue_delay_microseconds=self.queue_delay_us))
+        self._triton = triton = Triton(config=config)
+        try:
+            triton.bind("image_encoder", [batch(self._encode)] * self.instances,
+                        inputs=[Tensor(name="images", dtype=np.float32, shape=(3, H, H))],
+                        outputs=[Tensor(name="features", dtype=np.float32, shape=(D,))], config=batched, strict=True)
+            triton.bind("query_head", [batch(self._head)] * self.instances,
+                        inputs=[Tensor(name="query", dtype=np.float32, shape=(T, D))],
+                        outputs=[Tensor(name=n, dtype=np.float32, shape=(-1,)) for n in HEAD_OUTPUTS],
+                        config=batched, strict=True)
+            triton.bind(INFO_MODEL, batch(self._info), inputs=[Tensor(name="client", dtype=np.bytes_, shape=(1,))],
+                        outputs=[Tensor(name="info", dtype=np.bytes_, shape=(1,))],
+                        config=ModelConfig(max_batch_size=8))
+            triton.run()
+        except Exception as e:
+            self.stop()
+            if isinstance(e, ClipFsarError):
+                raise
+            raise ServeError(f"Triton did not start for {self.bundle.root}: {e}") from e
+        log.info("serving %s on %s: grpc %d, http %d, metrics %d; image_encoder %s (%s), query_head %s (%s)",
+                 self.bundle.root, self.host, self.ports["grpc"], self.ports["http"], self.ports["metrics"],
+                 self.graphs["image_encoder"].providers[0], self.precisions["image_encoder"],
+                 self.graphs["query_head"].providers[0], self.precisions["query_head"])
+        return self
+
+    def wait(self) -> None:
+        """Block until the server stops (Ctrl-C, SIGTERM) or fails."""
+        self._triton.serve()
+
+    def stop(self) -> None:
+        """Stop tritonserver and the model proxies (idempotent)."""
+        if self._triton is not None:
+            try:
+                self._triton.stop()
+            finally:
+                self._triton = None
+
+    def __enter__(self) -> "BundleServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _use_stub_env(env: Path) -> None:
+    """Make PyTriton run the Python-backend stub in ``env`` (PyTriton puts ``<env>/bin`` first on the server's
+    PATH; the stub's embedded interpreter finds its prefix there). nvidia-pytriton 0.7 has no public option."""
+    import pytriton.server.triton_server as triton_server
+    if not hasattr(triton_server, "get_triton_python_backend_python_env"):
+        raise ServeError("this nvidia-pytriton has no get_triton_python_backend_python_env: --stub-env needs 0.7.x")
+    triton_server.get_triton_python_backend_python_env = lambda: Path(env)
+
+
+def served_models() -> List[str]:
+    """The model names a server of a bundle exposes."""
+    return [*SERVED_GRAPHS, INFO_MODEL]

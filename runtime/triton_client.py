@@ -1,0 +1,302 @@
+"""Client backend: a bundle's ``image_encoder`` and ``query_head`` run on a Triton server (``clipfsar serve``).
+
+``Classifier.load(bundle, backend="grpc://HOST:8001")`` keeps decoding, sampling, preprocessing, the ring buffer,
+calibration and smoothing here and sends only the encoder and head calls to the server (``tritonclient``):
+
+* ``grpc://HOST:PORT`` or ``triton://HOST:PORT``: gRPC (Triton's port 8001 by default); ``http://HOST:PORT``: HTTP
+  (port 8000). Options as a query string: ``?timeout=30&retries=5`` (seconds per request; reconnect attempts).
+* On connecting (and after every reconnect) the client reads the server's ``bundle_info`` and refuses a server
+  whose graphs' sha256 are not in this bundle's manifest, or whose frames/dims differ; on the first head call
+  (and when the classifier's store changes) it compares the server's prototype-store digest with its own.
+* Server down, slow or restarted: the request is retried with backoff 0.5 s doubling to 8 s, ``retries`` times,
+  then :class:`ServerUnavailableError` (no decision is made without the server's answer). A request the server
+  rejects (wrong shape or dtype) raises :class:`ServerRequestError` with Triton's message.
+
+Example:
+    >>> from clipfsar.runtime import Classifier
+    >>> clf = Classifier.load("bundle/", backend="grpc://gpu-server:8001")
+    >>> for d in clf.stream("rtsp://cam1/stream"):
+    ...     print(d.label, d.score)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from .errors import BundleError, ClipFsarError
+from .serve_protocol import HEAD_OUTPUTS, INFO_MODEL, SERVED_INPUTS, store_digest
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("grpc", "triton", "http")
+_DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
+           np.dtype(np.uint8): "UINT8", np.dtype(np.float16): "FP16"}
+
+
+class ServerUnavailableError(ClipFsarError):
+    """The Triton server cannot be reached (down, too slow, or restarting) after every retry."""
+
+
+class ServerRequestError(ClipFsarError):
+    """The server rejected a request (Triton's message, with the model and tensors we sent)."""
+
+
+class ServerMismatchError(BundleError):
+    """The server serves graphs or classes that differ from this bundle's (refused)."""
+
+
+def is_remote(backend: str) -> bool:
+    """True for ``grpc://``, ``triton://`` and ``http://`` backends."""
+    return isinstance(backend, str) and backend.split("://", 1)[0] in SCHEMES and "://" in backend
+
+
+class TritonConnection:
+    """One server: a tritonclient (gRPC or HTTP), retries with backoff, and the server's ``bundle_info``.
+
+    Args:
+        url: ``grpc://HOST:PORT``, ``triton://HOST:PORT`` or ``http://HOST:PORT`` [``?timeout=S&retries=N``].
+        verify: called with the server's info dict on (re)connecting; raises to refuse the server.
+    Raises:
+        ClipFsarError: a malformed URL, or tritonclient missing (``pip install 'clip-fsar[serve]'``).
+    """
+
+    def __init__(self, url: str, verify: Optional[Callable[[Dict[str, Any]], None]] = None,
+                 timeout: float = 30.0, retries: int = 5, backoff: float = 0.5, max_backoff: float = 8.0):
+        parts = urlsplit(url)
+        if parts.scheme not in SCHEMES or not parts.hostname or not parts.port:
+            raise ClipFsarError(f"server URL '{url}' is not grpc://HOST:PORT, triton://HOST:PORT or http://HOST:PORT")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"timeout", "retries"}
+        if unknown:
+            raise ClipFsarError(f"server URL '{url}': unknown option(s) {', '.join(sorted(unknown))} "
+                                f"(known: timeout, retries)")
+        try:
+            self.timeout = float(query.get("timeout", timeout))
+            self.retries = int(query.get("retries", retries))
+        except ValueError as e:
+            raise ClipFsarError(f"server URL '{url}': {e}") from e
+        self.url, self.address = url, f"{parts.hostname}:{parts.port}"
+        self.protocol = "http" if parts.scheme == "http" else "grpc"
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.verify = verify
+        try:
+            if self.protocol == "http":
+                import tritonclient.http as tc
+            else:
+                import tritonclient.grpc as tc
+            from tritonclient.utils import InferenceServerException
+        except ImportError as e:
+            raise ClipFsarError(f"backend {url} needs tritonclient: pip install 'clip-fsar[serve]'") from e
+        self._tc, self._server_error = tc, InferenceServerException
+        self._client = None
+        self.info: Dict[str, Any] = {}
+        self.reconnects = 0
+
+    # ----- connection -----------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        tc = self._tc
+        if self.protocol == "http":
+            client = tc.InferenceServerClient(self.address, connection_timeout=self.timeout,
+                                              network_timeout=self.timeout)
+        else:
+            client = tc.InferenceServerClient(self.address)
+        self._client = client
+        self.info = self._ask_info()
+        if self.verify is not None:
+            self.verify(self.info)
+
+    def _ask_info(self) -> Dict[str, Any]:
+        tc = self._tc
+        inp = tc.InferInput("client", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[b"clip-fsar client"]], dtype=np.object_))
+        result = self._call(INFO_MODEL, [inp], [tc.InferRequestedOutput("info")])
+        raw = result.as_numpy("info").ravel()[0]
+        return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+
+    def _call(self, model: str, inputs, outputs):
+        if self.protocol == "http":
+            return self._client.infer(model, inputs, outputs=outputs)
+        return self._client.infer(model, inputs, outputs=outputs, client_timeout=self.timeout)
+
+    def _is_transport_error(self, e: Exception) -> bool:
+        """True for errors a retry can cure: no connection, a timeout, a server shutting down or loading."""
+        if isinstance(e, (ConnectionError, TimeoutError, OSError)):
+            return True
+        if isinstance(e, self._server_error):
+            status, msg = str(e.status() or ""), str(e.message() or "").lower()
+            return (any(s in status for s in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "503"))
+                    or any(s in msg for s in ("failed to connect", "connection refused", "timed out",
+                                              "deadline exceeded", "socket closed", "not ready", "unavailable",
+                                              "is not found", "unknown model")))
+        return type(e).__name__ in ("Timeout", "timeout")  # gevent's timeouts (HTTP client)
+
+    def connect(self) -> Dict[str, Any]:
+        """Connect (with the retries of :meth:`infer`), read and verify ``bundle_info``; returns it."""
+        self._retrying(INFO_MODEL, {}, lambda: None)
+        return self.info
+
+    def infer(self, model: str, inputs: Dict[str, np.ndarray], outputs: Sequence[str]) -> Dict[str, np.ndarray]:
+        """Run ``model`` on the server; reconnects with backoff on transport errors (and re-verifies the server).
+
+        Raises:
+            ServerUnavailableError: still unreachable after ``retries`` retries. ServerRequestError: rejected.
+            ServerMismatchError: after a reconnect the server serves another bundle.
+        """
+        tc = self._tc
+
+        def call():
+            req = []
+            for name, array in inputs.items():
+                array = np.asarray(array)
+                dtype = _DTYPES.get(array.dtype)
+                if dtype is None:
+                    raise ServerRequestError(f"{model}: input '{name}' has dtype {array.dtype}; "
+                                             f"send one of {', '.join(str(d) for d in _DTYPES)}")
+                t = tc.InferInput(name, list(array.shape), dtype)
+                t.set_data_from_numpy(np.ascontiguousarray(array))
+                req.append(t)
+            result = self._call(model, req, [tc.InferRequestedOutput(n) for n in outputs])
+            return {n: result.as_numpy(n) for n in outputs}
+
+        return self._retrying(model, inputs, call)
+
+    def _retrying(self, model: str, inputs: Dict[str, np.ndarray], call: Callable[[], Any]) -> Any:
+        wait, last = self.backoff, None
+        for attempt in range(self.retries + 1):
+            try:
+                if self._client is None:
+                    self._open()
+                    if attempt:
+                        self.reconnects += 1
+                        log.warning("reconnected to %s after %d attempt(s)", self.url, attempt)
+                return call()
+            except ClipFsarError:
+                raise
+            except Exception as e:  # noqa: BLE001 - tritonclient and its transports raise many types
+                if not self._is_transport_error(e):
+                    shapes = ", ".join(f"{k} {tuple(np.shape(v))} {np.asarray(v).dtype}" for k, v in inputs.items())
+                    raise ServerRequestError(f"server {self.url} rejected {model}({shapes}): {_short(e)}") from e
+                last = e
+                self._close_client()
+                if attempt < self.retries:
+                    log.warning("server %s: %s; retrying in %.1f s (%d/%d)", self.url, _short(e), wait,
+                                attempt + 1, self.retries)
+                    time.sleep(wait)
+                    wait = min(wait * 2, self.max_backoff)
+        raise ServerUnavailableError(f"server {self.url} unreachable after {self.retries + 1} attempt(s) "
+                                     f"({model}): {_short(last)}")
+
+    def _close_client(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # noqa: BLE001 - closing a broken channel
+                pass
+        self._client = None
+
+    def close(self) -> None:
+        self._close_client()
+
+    def statistics(self, model: str) -> Dict[str, Any]:
+        """Triton's inference statistics of ``model`` (JSON form: ``model_stats[0].batch_stats`` etc.)."""
+        if self._client is None:
+            self._open()
+        if self.protocol == "http":
+            return self._client.get_inference_statistics(model)
+        return self._client.get_inference_statistics(model, as_json=True)
+
+
+def _short(e: Optional[BaseException]) -> str:
+    if e is None:
+        return "no error"
+    msg = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
+    return (msg or type(e).__name__).splitlines()[0][:200]
+
+
+class BundleCheck:
+    """Refuses a server whose ``bundle_info`` does not match ``spec`` (this bundle's manifest entry of the graph).
+
+    The served graph's sha256 must be one of the manifest's (the fp32 graph or a precision variant) and the model
+    facts must agree; the prototype-store digest is checked by :class:`TritonGraph` against the tensors the
+    classifier would have used.
+    """
+
+    def __init__(self, url: str, name: str, spec, facts=None):
+        self.url, self.name, self.spec, self.facts = url, name, spec, facts
+
+    def __call__(self, info: Dict[str, Any]) -> None:
+        served = info.get("graphs", {}).get(self.name)
+        if served is None:
+            raise ServerMismatchError(f"server {self.url} does not serve '{self.name}' (serves "
+                                      f"{', '.join(info.get('graphs', {})) or 'nothing of ours'})")
+        if self.spec is not None:
+            ours = {self.spec.sha256} | {v.sha256 for v in getattr(self.spec, "variants", {}).values()}
+            if served.get("sha256") not in ours:
+                raise ServerMismatchError(
+                    f"server {self.url} serves a different '{self.name}' (sha256 {str(served.get('sha256'))[:12]}…, "
+                    f"this bundle has {', '.join(sorted(s[:12] + '…' for s in ours))}): refusing it; serve this "
+                    f"bundle or use the server's")
+        if self.facts is not None:
+            for key in ("frames", "embed_dim", "image_size"):
+                if key in info and info[key] != getattr(self.facts, key):
+                    raise ServerMismatchError(f"server {self.url}: {key} {info[key]} differs from this bundle's "
+                                              f"{getattr(self.facts, key)}")
+
+
+class TritonGraph:
+    """``image_encoder`` or ``query_head`` on a Triton server, with the interface of the local graphs
+    (``run(**inputs) -> dict``, ``backend``, ``providers``, ``input_names``, ``output_names``).
+
+    ``query_head.run`` sends only ``query`` (B, T, D): the server holds the prototype store; the ``prototypes``
+    and ``text`` passed in are used to check (once per distinct store) that the server's store is the same.
+
+    Raises (from ``run``):
+        ServerUnavailableError, ServerRequestError, ServerMismatchError (see :class:`TritonConnection`).
+    """
+
+    def __init__(self, url: str, name: str, spec=None, facts=None):
+        if name not in SERVED_INPUTS:
+            raise ClipFsarError(f"backend {url}: graph '{name}' is not served (served: {', '.join(SERVED_INPUTS)})")
+        self.name, self.url = name, url
+        self.input_names = list(SERVED_INPUTS[name])
+        self.output_names = ["features"] if name == "image_encoder" else list(HEAD_OUTPUTS)
+        self.connection = TritonConnection(url, verify=BundleCheck(url, name, spec, facts))
+        self.connection.connect()
+        served = self.connection.info["graphs"][name]
+        self.served_precision = served.get("precision", "fp32")
+        self.backend = url
+        self.providers = [f"triton {url} ({served.get('provider', '?')})"]
+        self._checked_store: Optional[tuple] = None
+
+    def run(self, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
+        missing = set(self.input_names) - set(inputs)
+        if missing:
+            raise ClipFsarError(f"{self.name} on {self.url}: missing inputs {sorted(missing)}")
+        if self.name == "query_head" and "prototypes" in inputs and "text" in inputs:
+            self._check_store(inputs["prototypes"], inputs["text"])
+        return self.connection.infer(self.name, {k: inputs[k] for k in self.input_names}, self.output_names)
+
+    def _check_store(self, prototypes: np.ndarray, text: np.ndarray) -> None:
+        key = (id(prototypes), id(text), prototypes.shape, text.shape, self.connection.reconnects)
+        if self._checked_store == key:
+            return
+        ours = store_digest(prototypes, text)
+        if self.connection.info.get("store_digest") != ours:
+            self.connection.info = self.connection._ask_info()  # the server may have enrolled since we connected
+            if self.connection.info.get("store_digest") != ours:
+                raise ServerMismatchError(
+                    f"server {self.url} holds other classes than this bundle (store digest "
+                    f"{str(self.connection.info.get('store_digest'))[:12]}… vs {ours[:12]}…; server classes: "
+                    f"{', '.join(self.connection.info.get('classes', []))}): refusing it")
+        self._checked_store = key
+
+
+def remote_graph(url: str, path, spec=None, facts=None) -> TritonGraph:
+    """The create_graph hook: graph ``path``'s name (``image_encoder``/``query_head``) on the server at ``url``."""
+    from pathlib import Path
+    return TritonGraph(url, Path(path).name.split(".", 1)[0], spec, facts)
