@@ -143,3 +143,17 @@ def test_engine_precision_per_graph(tiny_bundle, tmp_path):
         engine_precisions(b, "fp16", names, explicit=True)
     with pytest.raises(BundleError, match="no int8 variant; it has fp32, fp16"):
         engine_precisions(b, "int8", names, explicit=False)
+
+
+@no_trt
+def test_trt_run_path_does_not_need_onnxruntime(tmp_path, tiny_bundle, stream_file):
+    """`clipfsar run --backend trt` and `clipfsar engine` import no onnxruntime (a Jetson may have none): where
+    importing it fails, they still get as far as TensorRT's absence."""
+    (tmp_path / "onnxruntime").mkdir()
+    (tmp_path / "onnxruntime" / "__init__.py").write_text("raise ImportError('onnxruntime is not installed here')\n")
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    for args in (["run", str(tiny_bundle), "--source", str(stream_file), "--backend", "trt"],
+                 ["engine", str(tiny_bundle), "--cache-dir", str(tmp_path / "cache")]):
+        r = subprocess.run(CLI + args, capture_output=True, text=True, env=env)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "TensorRT's Python package is not installed" in r.stderr, r.stderr
