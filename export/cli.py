@@ -6,6 +6,8 @@ from typing import Optional
 
 import click
 
+from .engine_hook import build_export_engines, engine_export_options, engine_request
+
 
 @click.command()
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="Checkpoint or run folder.")
@@ -16,11 +18,13 @@ import click
 @click.option("--classes", "classes_file", type=click.Path(path_type=Path), help="Only the classes listed here.")
 @click.option("--window", "window_seconds", type=float, help="Stream window in seconds (default: median clip).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
+@engine_export_options
 def export(checkpoint: Path, support_dir: Path, out: Path, shots: int, classes_file: Optional[Path],
-           window_seconds: Optional[float], force: bool) -> None:
+           window_seconds: Optional[float], force: bool, **engine_kw) -> None:
     """Export ONNX graphs, text-enhanced prototypes and the manifest (with parity) into a bundle."""
     from .bundle_export import export_bundle
 
+    engines = engine_request(**engine_kw)  # checked before the export: fails fast
     bundle = export_bundle(checkpoint, support_dir, out, shots, classes_file, force, window_seconds=window_seconds)
     parity = bundle.manifest.parity
     click.echo(f"bundle: {out} ({len(bundle.store.class_names)} classes, {shots} shots)")
@@ -28,3 +32,7 @@ def export(checkpoint: Path, support_dir: Path, out: Path, shots: int, classes_f
         click.echo(f"  {g:<14} onnxruntime vs torch max abs diff {d:.2e}")
     ep = parity["episodes"]
     click.echo(f"  episodes: {ep['same_predictions']}/{ep['episodes']} same predictions as the checkpoint")
+    if engines is not None:
+        for r in build_export_engines(out, engines):
+            click.echo(f"  engine {r['graph']:<14} {r['precision']}: {'cached' if r['action'] == 'load' else 'built'} "
+                       f"{r['engine']}")
