@@ -286,6 +286,12 @@ class Bundle:
 def write_bundle(out: Path, manifest: Dict[str, Any], files: Dict[str, Path], store: PrototypeStore,
                  force: bool = False) -> Bundle:
     """Write a bundle to ``out``: copy ``files`` (bundle-relative name -> source path) and the store, fill in
+    def graph_sha256(self, name: str, precision: str = "fp32") -> str:
+        """The manifest's sha256 of graph ``name`` at ``precision`` (the engine-cache key uses it)."""
+        self.graph_path(name, precision)  # raises for a missing variant
+        spec = self._spec(name)
+        return spec.sha256 if precision == "fp32" else spec.variants[precision].sha256
+
     hashes, write the manifest, then move the folder into place in one rename.
 
     ``manifest`` holds everything but hashes; ``manifest['graphs'][name]['file']`` names a key of ``files``.
@@ -352,6 +358,12 @@ def add_variants(root: Path, variants: Dict[str, Dict[str, NewVariant]],
                                   f"choose {', '.join(PRECISIONS[1:])}")
             if not Path(new.source).is_file():
                 raise BundleError(f"variant file {new.source} ({name}, {precision}) not found")
+    with bundle_lock(root):  # one writer at a time (enrolment, calibration, variants)
+        return _add_variants_locked(root, variants, precision_report)
+
+
+def _add_variants_locked(root: Path, variants: Dict[str, Dict[str, NewVariant]],
+                         precision_report: Optional[Dict[str, Any]]) -> Bundle:
     (root / VARIANTS_DIR).mkdir(exist_ok=True)
     for name, by_precision in variants.items():
         entry = data["graphs"][name].setdefault("variants", {})
@@ -366,9 +378,7 @@ def add_variants(root: Path, variants: Dict[str, Dict[str, NewVariant]],
     if precision_report is not None:
         data["precision_report"] = json.loads(json.dumps(precision_report))
     data["schema_version"] = max(int(data["schema_version"]), SCHEMA_VERSION)
-    Manifest.from_json(data, f"{root / MANIFEST} (new)")  # refuse to write a manifest this runtime cannot read
-    with staged_file(root / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    _write_manifest(root, data)  # checked, staged, fsynced, renamed: the last step
     _remove_unlisted_variants(root, data)
     return Bundle.open(root)
 

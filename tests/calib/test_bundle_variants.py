@@ -92,14 +92,16 @@ def test_bad_input_leaves_bundle_unchanged(tmp_path, bundle_copy):
 
 
 _KILL_SCRIPT = """
-import os, sys, shutil
+import contextlib, os, sys
 from pathlib import Path
 import clipfsar.runtime.bundle as B
 real = B.staged_file
+@contextlib.contextmanager
 def dying(path, *a, **k):
-    if Path(path).name == B.MANIFEST:
-        os._exit(9)          # killed right before the manifest is replaced
-    return real(path, *a, **k)
+    with real(path, *a, **k) as tmp:
+        yield tmp
+        if Path(path).name == B.MANIFEST:
+            os._exit(9)      # the new manifest is written in full but not yet renamed into place
 B.staged_file = dying
 B.add_variants(sys.argv[1], {"image_encoder": {"int8": B.NewVariant(Path(sys.argv[2]))}})
 """
