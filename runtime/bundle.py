@@ -277,6 +277,12 @@ class Bundle:
                               f"{', '.join(self.precisions(name))} (add one with `clipfsar calibrate`)")
         return _inside(self.root, spec.variants[precision].file, f"graph '{name}' ({precision})")
 
+    def graph_sha256(self, name: str, precision: str = "fp32") -> str:
+        """The manifest's sha256 of graph ``name`` at ``precision`` (the engine-cache key uses it)."""
+        self.graph_path(name, precision)  # raises for a missing variant
+        spec = self._spec(name)
+        return spec.sha256 if precision == "fp32" else spec.variants[precision].sha256
+
     def _spec(self, name: str) -> GraphSpec:
         if name not in self.manifest.graphs:
             raise BundleError(f"bundle {self.root} has no graph '{name}' (it has {', '.join(self.manifest.graphs)})")
@@ -286,12 +292,6 @@ class Bundle:
 def write_bundle(out: Path, manifest: Dict[str, Any], files: Dict[str, Path], store: PrototypeStore,
                  force: bool = False) -> Bundle:
     """Write a bundle to ``out``: copy ``files`` (bundle-relative name -> source path) and the store, fill in
-    def graph_sha256(self, name: str, precision: str = "fp32") -> str:
-        """The manifest's sha256 of graph ``name`` at ``precision`` (the engine-cache key uses it)."""
-        self.graph_path(name, precision)  # raises for a missing variant
-        spec = self._spec(name)
-        return spec.sha256 if precision == "fp32" else spec.variants[precision].sha256
-
     hashes, write the manifest, then move the folder into place in one rename.
 
     ``manifest`` holds everything but hashes; ``manifest['graphs'][name]['file']`` names a key of ``files``.
@@ -347,6 +347,12 @@ def add_variants(root: Path, variants: Dict[str, Dict[str, NewVariant]],
         >>> add_variants("bundle/", {"image_encoder": {"int8": NewVariant(Path("enc.int8.onnx"), "int8-dynamic")}})
     """
     root = Path(root)
+    with bundle_lock(root):  # one writer at a time (enrolment, calibration, variants)
+        return _add_variants_locked(root, variants, precision_report)
+
+
+def _add_variants_locked(root: Path, variants: Dict[str, Dict[str, NewVariant]],
+                         precision_report: Optional[Dict[str, Any]]) -> Bundle:
     Bundle.open(root)  # refuse to add to an invalid bundle
     data = json.loads((root / MANIFEST).read_text())
     for name, by_precision in variants.items():
@@ -358,12 +364,6 @@ def add_variants(root: Path, variants: Dict[str, Dict[str, NewVariant]],
                                   f"choose {', '.join(PRECISIONS[1:])}")
             if not Path(new.source).is_file():
                 raise BundleError(f"variant file {new.source} ({name}, {precision}) not found")
-    with bundle_lock(root):  # one writer at a time (enrolment, calibration, variants)
-        return _add_variants_locked(root, variants, precision_report)
-
-
-def _add_variants_locked(root: Path, variants: Dict[str, Dict[str, NewVariant]],
-                         precision_report: Optional[Dict[str, Any]]) -> Bundle:
     (root / VARIANTS_DIR).mkdir(exist_ok=True)
     for name, by_precision in variants.items():
         entry = data["graphs"][name].setdefault("variants", {})
