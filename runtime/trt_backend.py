@@ -169,6 +169,7 @@ class TrtGraph:
 
     def close(self) -> None:
         """Free the buffers and the stream (also done when the object is collected)."""
+        self.context = None  # no execution can use the buffers any more
         for buf in self._buffers.values():
             buf.free()
         self._buffers = {}

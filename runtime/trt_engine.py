@@ -70,9 +70,9 @@ def cuda_check(result: Any) -> Any:
     if not isinstance(result, tuple):
         result = (result,)
     err, values = result[0], result[1:]
-    if int(err) != 0:
-        name = getattr(err, "name", str(err))
-        raise ClipFsarError(f"CUDA call failed: {name} ({int(err)})")
+    code = int(getattr(err, "value", err))
+    if code != 0:
+        raise ClipFsarError(f"CUDA call failed: {getattr(err, 'name', err)} ({code})")
     return values[0] if len(values) == 1 else (values or None)
 
 

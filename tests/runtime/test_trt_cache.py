@@ -199,3 +199,18 @@ def test_profile_options_saved_for_the_runtime(tmp_path):
 def test_timing_cache_is_per_device(tmp_path):
     assert timing_cache_path(tmp_path, DEVICE) == timing_cache_path(tmp_path, DeviceInfo(*DEVICE.__dict__.values()))
     assert timing_cache_path(tmp_path, DEVICE) != timing_cache_path(tmp_path, DeviceInfo("Orin", "8.7", "10.3"))
+
+
+def test_cuda_check_unpacks_cuda_python_results():
+    import enum
+    from clipfsar.runtime.trt_engine import cuda_check
+
+    class cudaError_t(enum.IntEnum):  # the shape of cuda-python's error enum
+        cudaSuccess = 0
+        cudaErrorNoDevice = 100
+
+    assert cuda_check((cudaError_t.cudaSuccess, 3)) == 3
+    assert cuda_check((cudaError_t.cudaSuccess, 1, 2)) == (1, 2)
+    assert cuda_check((cudaError_t.cudaSuccess,)) is None
+    with pytest.raises(ClipFsarError, match=r"cudaErrorNoDevice \(100\)"):
+        cuda_check((cudaError_t.cudaErrorNoDevice, 0))
