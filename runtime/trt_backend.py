@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
@@ -90,6 +91,7 @@ class TrtGraph:
         self._max_batch = options.max_batch
         self._buffers: Dict[str, _Buffer] = {}
         self._stream = None
+        self._lock = threading.Lock()  # one execution context and one set of buffers: one call at a time
         blob, decision = ensure_engine(self.path, self.name, inputs, precision, cache_dir, options,
                                        graph_sha256=graph_sha256)
         self._runtime = trt.Runtime(trt_logger())
@@ -144,6 +146,10 @@ class TrtGraph:
         return self._run_once(arrays)
 
     def _run_once(self, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        with self._lock:
+            return self._execute(arrays)
+
+    def _execute(self, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         cudart = self._cudart
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for n in self.input_names:
