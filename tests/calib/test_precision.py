@@ -6,7 +6,6 @@ import numpy as np
 import onnx
 import pytest
 
-from clipfsar.calib.calibrate import calibrate_bundle
 from clipfsar.calib.fp16 import FP32_OPS, fp16_nodes_among, to_fp16
 from clipfsar.calib.int8 import quantize_static_graph
 from clipfsar.calib.report import format_report
@@ -17,14 +16,6 @@ from clipfsar.runtime.errors import BundleError
 from clipfsar.runtime.precision import PrecisionUnavailableError, choose_precisions
 
 GRAPHS = ("image_encoder", "text_encoder", "support_head", "query_head")
-
-
-@pytest.fixture(scope="module")
-def calibrated(tmp_path_factory, tiny_bundle, synth_data):
-    root = tmp_path_factory.mktemp("calib") / "b"
-    shutil.copytree(tiny_bundle, root)
-    calibrate_bundle(root, synth_data, ("fp16", "int8"), frames=32, holdout=16, seed=0, split="test", episodes=60)
-    return root
 
 
 def _cos(a, b):
