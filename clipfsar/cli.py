@@ -13,7 +13,9 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "synth": ("clipfsar.train.cli", "synth", "Write the synthetic action-clip dataset."),
     "archs": ("clipfsar.train.cli", "archs", "List the backbone architectures."),
     "train": ("clipfsar.train.cli", "train", "Train CLIP-FSAR on episodic N-way K-shot tasks."),
+    "pretrain": ("clipfsar.train.pretrain_cli", "pretrain", "Contrastive image-text pretraining (captions)."),
     "eval": ("clipfsar.train.cli", "evaluate", "Evaluate a checkpoint on seeded test episodes."),
+    "calibrate": ("clipfsar.calib.cli", "calibrate", "Add fp16/int8 graph variants to a bundle, with a precision report."),
     "export": ("clipfsar.export.cli", "export", "Export a checkpoint and support clips to a bundle."),
     "run": ("clipfsar.runtime.cli", "run", "Classify a camera, file or network stream with a bundle."),
     "bench": ("clipfsar.runtime.cli", "bench", "Per-stage latency and memory of the streaming runtime."),
@@ -23,6 +25,9 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
                             "Fit the 'unknown' threshold at a false-accept rate."),
     "engine": ("clipfsar.runtime.trt_cli", "engine", "Build TensorRT engines on this GPU (cached per device)."),
     "demo": ("clipfsar.demo", "demo", "Run the whole chain on synthetic data (the README's main job)."),
+    "serve": ("clipfsar.runtime.serve_cli", "serve", "Serve a bundle from NVIDIA Triton (PyTriton), batching clients."),
+    "export-triton": ("clipfsar.export.triton_cli", "export_triton",
+                      "Write a Triton model repository (stock tritonserver, DeepStream nvinferserver)."),
 }
 
 

@@ -14,6 +14,9 @@ from clipfsar.runtime.errors import ClipFsarError, ConfigError
 TINY_ARCH = "clipfsar-tiny"
 ARCH_ALIASES = {"tiny": TINY_ARCH}
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
+# Weights shipped with the package, by (open_clip model name, tag). ``synth``: the tiny model contrastively
+# pretrained on captioned synthetic clips (README "Pretraining"; remade by benchmarks/pretrain_synth.py).
+BUILTIN_WEIGHTS = {(TINY_ARCH, "synth"): Path(__file__).parent / "pretrained" / "clipfsar-tiny-synth.safetensors"}
 _registered = False
 
 
@@ -57,12 +60,14 @@ def create_clip(arch: str, weights: Optional[str] = None, cache_dir: Optional[st
     name = resolve_arch(arch)
     if weights is None:
         return open_clip.create_model(name, pretrained=None)
+    if (name, weights) in BUILTIN_WEIGHTS:  # shipped with the package: an ordinary local weights file
+        weights = str(BUILTIN_WEIGHTS[name, weights])
     if os.path.isfile(weights):
         try:
             return open_clip.create_model(name, pretrained=str(weights))
         except Exception as e:  # open_clip raises plain RuntimeError/KeyError on a mismatched file
             raise WeightsUnavailableError(f"weights file {weights} does not fit architecture '{arch}': {e}") from e
-    tags = open_clip.list_pretrained_tags_by_model(name)
+    tags = open_clip.list_pretrained_tags_by_model(name) + [t for n, t in BUILTIN_WEIGHTS if n == name]
     if weights not in tags:
         looks_like_path = os.sep in weights or weights.endswith((".safetensors", ".bin", ".pt", ".pth"))
         what = "weights file not found" if looks_like_path else "unknown pretrained tag"

@@ -14,6 +14,8 @@ import numpy as np
 from clipfsar.runtime.errors import ClipFsarError
 from clipfsar.runtime.video import fourcc_for
 
+from .captions import CAPTIONS_FILE, synth_captions
+
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 MOTIONS = ("moving left", "moving right", "moving up", "moving down", "rotating clockwise",
            "rotating anticlockwise", "growing", "shrinking", "bouncing")
@@ -76,6 +78,12 @@ def _draw(img: np.ndarray, shape: str, cx: float, cy: float, radius: float, angl
 def render_clip(shape: str, motion: str, rng: np.random.Generator, size: int = 96,
                 length: int = 24) -> List[np.ndarray]:
     """One clip as uint8 BGR frames, with jittered speed, size, start, colour, background and noise."""
+    return render_clip_with_facts(shape, motion, rng, size, length)[0]
+
+
+def render_clip_with_facts(shape: str, motion: str, rng: np.random.Generator, size: int = 96,
+                           length: int = 24) -> Tuple[List[np.ndarray], Dict[str, object]]:
+    """``render_clip`` plus what was drawn: ``colour`` (B, G, R), ``radius_frac`` (radius / size), ``speed``."""
     # a dark, slightly tinted background and a bright object: colour varies, contrast stays
     bg = rng.integers(20, 90) + rng.integers(-15, 16, 3)
     colour = tuple(int(c) for c in rng.integers(150, 256, 3))
@@ -112,7 +120,7 @@ def render_clip(shape: str, motion: str, rng: np.random.Generator, size: int = 9
         _draw(img, shape, cx, cy, r, ang, colour)
         img = np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
         frames.append(img)
-    return frames
+    return frames, {"colour": colour, "radius_frac": radius / size, "speed": speed}
 
 
 def write_video(path: Path, frames: List[np.ndarray], fps: float = 12.0) -> None:
@@ -131,7 +139,9 @@ def write_video(path: Path, frames: List[np.ndarray], fps: float = 12.0) -> None
 
 def make_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int = 96, length: int = 24,
                  fps: float = 12.0, ext: str = ".mp4") -> Dict[str, List[str]]:
-    """Write the synthetic dataset: ``OUT/<class_folder>/<clip>.mp4`` and ``OUT/splits/{train,val,test}.txt``.
+    """Write the synthetic dataset: ``OUT/<class_folder>/<clip>.mp4``, ``OUT/splits/{train,val,test}.txt`` and
+    ``OUT/captions.txt`` (``class_folder/clip<TAB>caption`` rows, several per clip: the class name in the default
+    prompt and variations naming shape, colour, size, motion, direction and speed; see ``captions.synth_captions``).
 
     Example:
         >>> make_dataset(Path("synth"), seed=0, clips_per_class=10)
@@ -141,6 +151,7 @@ def make_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int 
         raise ClipFsarError(f"output folder {out} exists and is not empty; choose a new one")
     splits = split_classes(seed)
     (out / "splits").mkdir(parents=True, exist_ok=True)
+    captions: List[str] = []
     for split_idx, (split, names) in enumerate(splits.items()):
         for class_idx, name in enumerate(names):
             shape, motion = name[2:].split(" ", 1)
@@ -148,6 +159,11 @@ def make_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int 
             folder.mkdir()
             rng = np.random.default_rng([seed, split_idx, class_idx])
             for c in range(clips_per_class):
-                write_video(folder / f"{c:04d}{ext}", render_clip(shape, motion, rng, size, length), fps)
+                frames, facts = render_clip_with_facts(shape, motion, rng, size, length)
+                write_video(folder / f"{c:04d}{ext}", frames, fps)
+                caption_rng = np.random.default_rng([seed, split_idx, class_idx, c, 1])  # not the clip's stream
+                captions += [f"{folder.name}/{c:04d}{ext}\t{t}\n"
+                             for t in synth_captions(shape, motion, facts, caption_rng)]
         (out / "splits" / f"{split}.txt").write_text("".join(folder_name(n) + "\n" for n in names))
+    (out / CAPTIONS_FILE).write_text("".join(captions))
     return splits

@@ -1,0 +1,163 @@
+"""Contrastive pretraining: captions of the synthetic clips, the loss going down, the weights file loading through
+every path local weights take, the train split alone being read, and each bad captions file refused."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clipfsar.train.captions import CaptionsError, read_captions, split_clip_filter
+from clipfsar.train.data import display_name, load_split
+from clipfsar.train.pretrain import (WEIGHTS_FILE, FrameStore, PretrainConfig, Pretrainer, contrastive_loss,
+                                     encode_video)
+from clipfsar.train.synth import MOTIONS, SHAPES, make_dataset
+
+CLI = [sys.executable, "-m", "clipfsar"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, synth_data):
+    """A short pretraining run on the shared synthetic set; returns the Pretrainer (its model stays in memory)."""
+    out = tmp_path_factory.mktemp("pre") / "run"
+    trainer = Pretrainer(PretrainConfig(data=str(synth_data), out=str(out), steps=40, batch=16, lr=2e-3,
+                                        warmup_steps=5, seed=0))
+    trainer.run()
+    return trainer
+
+
+def test_synth_captions_match_their_clips(synth_data):
+    rows = read_captions(synth_data / "captions.txt")
+    clips = {}
+    for r in rows:
+        clips.setdefault(r.path, []).append(r.caption)
+    every_clip = [p.resolve() for s in ("train", "val", "test")
+                  for c in load_split(synth_data, s, scan=False).clips.values() for p, _ in c]
+    assert sorted(clips) == sorted(every_clip)  # every clip captioned, nothing else
+    for path, caps in clips.items():
+        name = display_name(path.parent.name)  # "a circle moving left"
+        shape, motion = name[2:].split(" ", 1)
+        assert caps[0] == f"a photo of {name}"  # the class name in the default prompt comes first
+        assert len(caps) >= 3 and len(set(caps)) == len(caps)
+        for cap in caps:
+            assert shape in cap.split() and not {s for s in SHAPES if s != shape} & set(cap.split())
+        motion_word = {"moving left": "left", "moving right": "right", "moving up": ("up", "rising", "to top"),
+                       "moving down": ("down", "falling", "to bottom"), "rotating clockwise": "clockwise",
+                       "rotating anticlockwise": "anticlockwise", "growing": ("grow", "big", "expand", "swell"),
+                       "shrinking": ("shrink", "small", "contract", "dwindl"), "bouncing": ("bounc", "hop", "jump")}
+        assert motion in MOTIONS
+        for cap in caps[1:]:
+            words = motion_word[motion]
+            assert any(w in cap for w in ((words,) if isinstance(words, str) else words)), (cap, motion)
+
+
+def test_pretraining_lowers_the_contrastive_loss(pretrained, synth_data):
+    import open_clip
+    from clipfsar.train.backbone import create_clip
+    from clipfsar.train.factory import preprocess_config_of
+    torch.manual_seed(0)
+    clip0 = create_clip("tiny")  # the run's initial model: same seed, same init
+    tok = open_clip.get_tokenizer("clipfsar-tiny")
+    rows = read_captions(synth_data / "captions.txt", keep=split_clip_filter(synth_data, "train"))
+    by_clip = {}
+    for r in rows:
+        by_clip.setdefault(r.path, r.caption)
+    paths = list(by_clip)[::7][:24]
+    store = FrameStore(paths, preprocess_config_of(clip0), 512, 1)
+    frames = store.batch(range(len(paths)), 8, np.random.default_rng(5))
+    store.close()
+    tokens = tok([by_clip[p] for p in paths])
+    loss_fn = open_clip.loss.ClipLoss()
+    with torch.no_grad():
+        before = float(contrastive_loss(clip0.eval(), loss_fn, frames, tokens))
+        after = float(contrastive_loss(pretrained.clip.eval(), loss_fn, frames, tokens))
+    assert after < before - 0.3, (before, after)
+
+
+def test_weights_load_like_any_local_weights_file(pretrained):
+    import open_clip
+    from clipfsar.train import create_model_and_transforms
+    file = Path(pretrained.cfg.out) / WEIGHTS_FILE
+    ref = pretrained.clip.eval()
+    x = torch.randn(2, 8, 3, 64, 64)
+    tokens = open_clip.get_tokenizer("clipfsar-tiny")(["a photo of a star growing", "a circle"])
+    model, _ = create_model_and_transforms("tiny", weights=str(file))  # what `clipfsar train --weights` does
+    plain = open_clip.create_model("clipfsar-tiny", pretrained=str(file))  # any open_clip loading path
+    with torch.no_grad():
+        want_v, want_t = encode_video(ref, x), ref.encode_text(tokens)
+        for clip in (model.clip.eval(), plain.eval()):
+            # equal up to float rounding: a frozen text tower takes PyTorch's fused attention path
+            assert (encode_video(clip, x) - want_v).abs().max() <= 1e-5
+            assert (clip.encode_text(tokens) - want_t).abs().max() <= 1e-5
+        assert torch.equal(plain.logit_scale, ref.logit_scale)
+
+
+def test_pretraining_reads_only_the_train_split(tmp_path):
+    data = tmp_path / "data"
+    make_dataset(data, seed=0, clips_per_class=2, size=32, length=8)
+    held_out = [p for s in ("val", "test") for c in load_split(data, s, scan=False).clips.values() for p, _ in c]
+    for p in held_out:  # any attempt to decode a val or test clip would now fail
+        p.write_bytes(b"not a video")
+    trainer = Pretrainer(PretrainConfig(data=str(data), out=str(tmp_path / "run"), steps=2, batch=8))
+    trainer.run()
+    train_clips = {p.resolve() for c in load_split(data, "train", scan=False).clips.values() for p, _ in c}
+    assert set(trainer.clip_paths) == train_clips
+    assert (tmp_path / "run" / WEIGHTS_FILE).is_file()
+
+
+BAD_CAPTIONS = [
+    ("a_circle_moving_left/9999.mp4\ta circle\n", "line 2: clip 'a_circle_moving_left/9999.mp4' not found"),
+    ("{clip}\t   \n", "line 2: the caption of '{clip}' is empty"),
+    ("{clip}\t" + "a very long caption " * 10 + "\n", "line 2: the caption needs"),
+    ("{clip}\ta circle\tmoving left\n", "line 2: expected 2 tab-separated columns"),
+    ("{clip} a circle moving left\n", "line 2: expected 2 tab-separated columns"),
+    ("# only a comment\n\n", "has no usable rows"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD_CAPTIONS)
+def test_bad_captions_file_is_refused_with_file_and_line(tmp_path, synth_data, text, message):
+    clip = next(iter(load_split(synth_data, "train", scan=False).clips.values()))[0][0]
+    rel = clip.relative_to(synth_data).as_posix()
+    captions = tmp_path / "captions.txt"
+    captions.write_text("# path<TAB>caption\n" + text.format(clip=rel))
+    out = tmp_path / "run"
+    cfg = PretrainConfig(data=str(synth_data), out=str(out), captions=str(captions), steps=1, batch=2)
+    with pytest.raises(CaptionsError) as err:
+        Pretrainer(cfg).run()
+    assert str(captions) in str(err.value) and message.format(clip=rel) in str(err.value)
+    assert not out.exists()  # nothing written, no partial weights
+
+
+def test_no_usable_rows_when_every_row_is_outside_the_train_split(tmp_path, synth_data):
+    test_clip = next(iter(load_split(synth_data, "test", scan=False).clips.values()))[0][0]
+    captions = tmp_path / "captions.txt"
+    captions.write_text(f"{test_clip.relative_to(synth_data).as_posix()}\ta photo of a thing\n")
+    with pytest.raises(CaptionsError, match="no usable rows .*outside the split"):
+        Pretrainer(PretrainConfig(data=str(synth_data), out=str(tmp_path / "run"), captions=str(captions))).run()
+
+
+def test_cli_bad_captions_exit_2_no_weights(tmp_path, synth_data):
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    with open(data / "captions.txt", "a") as f:
+        f.write("a_circle_moving_left/missing.mp4\ta circle moving left\n")
+    n = len((data / "captions.txt").read_text().splitlines())
+    r = subprocess.run(CLI + ["pretrain", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1"],
+                       capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2, r.stderr
+    assert f"error: {data / 'captions.txt'}, line {n}: clip 'a_circle_moving_left/missing.mp4' not found" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_shipped_weights_load_by_tag():
+    from clipfsar.train.backbone import BUILTIN_WEIGHTS, create_clip
+    file = BUILTIN_WEIGHTS["clipfsar-tiny", "synth"]
+    assert file.is_file() and file.stat().st_size <= 20 * 2 ** 20
+    by_tag, by_file = create_clip("tiny", "synth"), create_clip("tiny", str(file))
+    for (k, a), (_, b) in zip(by_tag.state_dict().items(), by_file.state_dict().items()):
+        assert torch.equal(a, b), k

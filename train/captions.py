@@ -1,0 +1,201 @@
+"""Captions for contrastive pretraining: the ``path<TAB>caption`` file format, and captions of synthetic clips.
+
+A captions file has one ``path<TAB>caption`` row per line; a clip may have several rows (one caption is drawn per
+step). Paths are relative to the file's dataset folder (or absolute) and name a video, a folder of frames or an
+image. Empty lines and lines starting with ``#`` are skipped.
+
+Example:
+    a_circle_moving_left/0000.mp4<TAB>a photo of a circle moving left
+    a_circle_moving_left/0000.mp4<TAB>a small pink circle sliding leftwards, quickly
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+from clipfsar.runtime.errors import DatasetError
+from clipfsar.runtime.video import IMAGE_EXTS, is_clip
+
+CAPTIONS_FILE = "captions.txt"
+
+
+class CaptionsError(DatasetError):
+    """A captions file is unusable: a bad row (named by file and line) or no usable rows at all."""
+
+
+@dataclass(frozen=True)
+class CaptionRow:
+    path: Path      # the clip or image, resolved
+    caption: str
+    line: int       # 1-based line number in the captions file
+
+
+def is_image(path: Path) -> bool:
+    return Path(path).is_file() and Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def read_captions(file: Path, root: Optional[Path] = None,
+                  token_count: Optional[Callable[[str], int]] = None, context_length: int = 0,
+                  keep: Optional[Callable[[Path], bool]] = None) -> List[CaptionRow]:
+    """Read and validate a captions file.
+
+    Args:
+        file: the ``path<TAB>caption`` file.
+        root: folder relative paths are read from (default: the file's folder).
+        token_count: tokens a caption needs, start and end included; with ``context_length``, longer captions are
+            refused (CLIP would silently cut them).
+        keep: rows whose resolved path it rejects are skipped (e.g. clips outside the train split); it is called
+            before the path is looked at on disk, so skipped clips are never touched.
+    Returns:
+        the kept rows, in file order.
+    Raises:
+        CaptionsError: missing file; a line without exactly one tab; an empty path or caption; a path that is
+            not a clip or image; a caption longer than the context; no usable rows.
+    """
+    file = Path(file)
+    if not file.is_file():
+        raise CaptionsError(f"captions file not found: {file}")
+    root = Path(root) if root is not None else file.parent
+    rows: List[CaptionRow] = []
+    skipped = 0
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CaptionsError(f"captions file {file} is not UTF-8 text: {e}") from e
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{file}, line {n}"
+        cols = line.split("\t")
+        if len(cols) != 2:
+            raise CaptionsError(f"{where}: expected 2 tab-separated columns (path<TAB>caption), found {len(cols)}")
+        rel, caption = cols[0].strip(), cols[1].strip()
+        if not rel:
+            raise CaptionsError(f"{where}: the path is empty")
+        if not caption:
+            raise CaptionsError(f"{where}: the caption of '{rel}' is empty")
+        path = Path(rel) if Path(rel).is_absolute() else root / rel
+        if keep is not None and not keep(path):
+            skipped += 1
+            continue
+        if not path.exists():
+            raise CaptionsError(f"{where}: clip '{rel}' not found (looked for {path})")
+        if not (is_clip(path) or is_image(path)):
+            raise CaptionsError(f"{where}: '{rel}' is neither a video, a folder of frames nor an image")
+        if token_count is not None and context_length:
+            need = token_count(caption)
+            if need > context_length:
+                raise CaptionsError(f"{where}: the caption needs {need} tokens; the text encoder's context holds "
+                                    f"{context_length} (shorten it)")
+        rows.append(CaptionRow(path.resolve(), caption, n))
+    if not rows:
+        why = f" ({skipped} rows name clips outside the split used)" if skipped else ""
+        raise CaptionsError(f"captions file {file} has no usable rows{why}")
+    return rows
+
+
+def group_by_clip(rows: Sequence[CaptionRow]) -> Tuple[List[Path], List[List[str]]]:
+    """Rows -> (clips in first-seen order, captions of each clip)."""
+    caps: Dict[Path, List[str]] = {}
+    for r in rows:
+        caps.setdefault(r.path, []).append(r.caption)
+    return list(caps), list(caps.values())
+
+
+def split_clip_filter(root: Path, split: str) -> Optional[Callable[[Path], bool]]:
+    """A ``keep`` filter for ``read_captions``: clips of the dataset's split ``split``.
+
+    Reads ``root/splits/<split>.txt`` (class names or ``class/clip`` rows, as ``load_split``) without opening any
+    clip. Returns None when the dataset has no split lists (every row is used).
+    """
+    from .data import display_name
+    lst = Path(root) / "splits" / f"{split}.txt"
+    if not lst.is_file():
+        if (Path(root) / "splits").is_dir():
+            raise CaptionsError(f"split list not found: {lst}")
+        return None
+    entries = [ln.strip() for ln in lst.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    classes: Set[str] = set()
+    clips: Set[Tuple[str, str]] = set()
+    for e in entries:
+        cls, _, clip = e.partition("/")
+        if clip:
+            clips.add((display_name(cls), Path(clip).stem))
+        else:
+            classes.add(display_name(cls))
+    root_abs = Path(root).resolve()
+
+    def keep(path: Path) -> bool:
+        try:
+            rel = Path(path).resolve().relative_to(root_abs)
+        except ValueError:
+            return False  # outside the dataset folder: not in any split
+        if len(rel.parts) < 2:
+            return False
+        cls = display_name(rel.parts[0])
+        return cls in classes or (cls, Path(rel.parts[1]).stem) in clips
+
+    return keep
+
+
+# ----- captions of the synthetic clips ------------------------------------------------------------------------
+MOTION_WORDS = {
+    "moving left": ("moving left", "moving to the left", "sliding leftwards", "travelling from right to left"),
+    "moving right": ("moving right", "moving to the right", "sliding rightwards", "travelling from left to right"),
+    "moving up": ("moving up", "rising", "sliding upwards", "travelling from bottom to top"),
+    "moving down": ("moving down", "falling", "sliding downwards", "travelling from top to bottom"),
+    "rotating clockwise": ("rotating clockwise", "spinning clockwise", "turning clockwise"),
+    "rotating anticlockwise": ("rotating anticlockwise", "spinning anticlockwise", "turning anticlockwise"),
+    "growing": ("growing", "getting bigger", "expanding", "swelling"),
+    "shrinking": ("shrinking", "getting smaller", "contracting", "dwindling"),
+    "bouncing": ("bouncing", "bouncing up and down", "hopping", "jumping up and down"),
+}
+
+
+def colour_name(bgr: Sequence[int]) -> str:
+    """A word for a light BGR colour (the generator draws channels in 150..255): its hue, or white when grey."""
+    import cv2
+    h, s, _ = cv2.cvtColor(np.uint8([[list(bgr)]]), cv2.COLOR_BGR2HSV)[0, 0]  # h in 0..179
+    if s < 40:
+        return "white"
+    hue = float(h) * 2  # degrees
+    for limit, name in ((15, "red"), (40, "orange"), (70, "yellow"), (160, "green"), (200, "cyan"),
+                        (255, "blue"), (290, "purple"), (335, "pink"), (360, "red")):
+        if hue < limit:
+            return name
+    return "red"
+
+
+def synth_captions(shape: str, motion: str, facts: Dict[str, float], rng: np.random.Generator,
+                   n: int = 4) -> List[str]:
+    """Captions of one synthetic clip: the class name in the default prompt, then ``n - 1`` variations that say
+    the shape, colour, size, motion, direction and speed in other words.
+
+    Args:
+        facts: what the renderer drew: ``colour`` (B, G, R), ``radius_frac`` (radius / frame size), ``speed``.
+    Example:
+        >>> synth_captions("circle", "moving left", {"colour": (200, 160, 240), "radius_frac": .1, "speed": 1.3},
+        ...                np.random.default_rng(0))[0]
+        'a photo of a circle moving left'
+    """
+    colour = colour_name(facts["colour"])
+    size = "small" if facts["radius_frac"] < 0.12 else "large" if facts["radius_frac"] > 0.14 else ""
+    speed = "slowly" if facts["speed"] < 0.85 else "quickly" if facts["speed"] > 1.15 else ""
+    words = MOTION_WORDS[motion]
+    templates = (
+        "a {colour} {shape} {motion}",
+        "a {size} {colour} {shape} {motion} {speed}",
+        "a video of a {shape} {motion}",
+        "a photo of a {colour} {shape} {motion}",
+        "a {shape} {motion} {speed} on a dark background",
+        "the {colour} {shape} is {motion}",
+    )
+    out = [f"a photo of a {shape} {motion}"]
+    for i in rng.permutation(len(templates))[:max(0, n - 1)]:
+        text = templates[i].format(colour=colour, size=size, shape=shape, speed=speed,
+                                   motion=words[int(rng.integers(len(words)))])
+        out.append(" ".join(text.split()))  # empty slots leave no double spaces
+    return list(dict.fromkeys(out))  # without repeats (a template with empty slots can equal another)

@@ -1,0 +1,259 @@
+"""CLIP-style contrastive pretraining of an open_clip model's image and text towers on (clip, caption) pairs.
+
+What CLIP's pretraining gives CLIP-FSAR is a text prior: class names whose text features sit near the videos they
+name. Here that prior is made the way CLIP's was: a symmetric InfoNCE loss over a batch of pairs
+(``open_clip.loss.ClipLoss``) with CLIP's learnable logit scale (clamped at 100, as open_clip does). A clip is
+encoded frame by frame (T frames, TSN sampling, random in training) and mean-pooled, exactly as CLIP-FSAR's
+video-text branch pools it (DESIGN.md section 3), so what is aligned here is what that branch uses.
+
+The result is an ordinary open_clip state dict in safetensors: ``RUN/weights.safetensors``, loadable with
+``open_clip.create_model(arch, pretrained=FILE)`` and ``clipfsar train --weights FILE``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from clipfsar.runtime.atomic import staged_file
+from clipfsar.runtime.errors import ClipFsarError, ConfigError, VideoError
+from clipfsar.runtime.preprocess import PreprocessConfig, normalize, resize_and_crop
+from clipfsar.runtime.video import count_frames, read_frames, sample_indices
+
+from .captions import CAPTIONS_FILE, group_by_clip, is_image, read_captions, split_clip_filter
+
+log = logging.getLogger(__name__)
+WEIGHTS_FILE = "weights.safetensors"
+
+
+@dataclass
+class PretrainConfig:
+    """A pretraining run (saved as ``RUN/pretrain.json``).
+
+    Attributes:
+        data: dataset folder; ``captions`` (default ``DATA/captions.txt``) names its clips relative to it.
+        split: only clips of ``DATA/splits/<split>.txt`` are used when the dataset has split lists.
+        weights: initial weights (open_clip tag or file; None = random init).
+        batch: (clip, caption) pairs per step; frames: T frames per clip, mean-pooled.
+        lr, warmup_steps, weight_decay: AdamW with linear warm-up then cosine decay (no decay on gains, biases,
+            embeddings and the logit scale, as open_clip's training).
+        cache_mb: decoded, cropped uint8 frames kept in memory (clips beyond it are decoded at every use).
+    """
+    data: str = ""
+    out: str = ""
+    captions: Optional[str] = None
+    split: str = "train"
+    arch: str = "tiny"
+    weights: Optional[str] = None
+    steps: int = 1000
+    batch: int = 64
+    frames: int = 8
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    seed: int = 0
+    workers: int = 2
+    cache_mb: int = 4096
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch", "frames", "workers"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1; got {getattr(self, key)}")
+        if self.batch < 2:
+            raise ConfigError(f"batch must be >= 2 (a contrastive loss needs negatives); got {self.batch}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0; got {self.lr}")
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        span = max(1, self.steps - self.warmup_steps)
+        return 0.5 * self.lr * (1 + math.cos(math.pi * (step - self.warmup_steps) / span))
+
+
+def token_counter(tokenizer, context_length: int):
+    """Tokens (start and end included) a caption needs under ``tokenizer``, counted without truncation."""
+    def count(text: str) -> int:
+        ids = tokenizer([text], context_length=context_length + 256)[0]
+        return int((ids != 0).sum())
+    return count
+
+
+class FrameStore:
+    """Clips as uint8 (n, S, S, 3) cropped frames, decoded once and kept in memory up to a budget.
+
+    Images count as one-frame clips (their T sampled frames are the same image).
+    """
+
+    def __init__(self, paths: Sequence[Path], prep: PreprocessConfig, cache_mb: int, workers: int):
+        self.paths, self.prep = list(paths), prep
+        self.budget = cache_mb * 2 ** 20
+        self.cache: Dict[int, np.ndarray] = {}
+        self.used = 0
+        self.pool = ThreadPoolExecutor(max_workers=workers)
+
+    def _decode(self, i: int) -> np.ndarray:
+        path = self.paths[i]
+        if is_image(path):
+            import cv2
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise VideoError(f"cannot read image {path}")
+            frames = [img]
+        else:
+            n = count_frames(path)
+            if n == 0:
+                raise VideoError(f"clip {path} has no decodable frames")
+            frames = read_frames(path, range(n))
+        return np.stack([resize_and_crop(f, self.prep) for f in frames])
+
+    def _get(self, i: int) -> np.ndarray:
+        if i in self.cache:
+            return self.cache[i]
+        crops = self._decode(i)
+        if self.used + crops.nbytes <= self.budget:
+            self.cache[i] = crops
+            self.used += crops.nbytes
+        return crops
+
+    def warm(self) -> None:
+        """Decode every clip once (finds unreadable clips before training starts)."""
+        list(self.pool.map(self._get, range(len(self.paths))))
+
+    def batch(self, idx: Sequence[int], frames: int, rng: np.random.Generator) -> torch.Tensor:
+        """Clips ``idx`` with T random TSN frames each -> float32 (B, T, 3, S, S), CLIP-normalised."""
+        clips = list(self.pool.map(self._get, idx))
+        picks = [c[sample_indices(len(c), frames, "random", rng)] for c in clips]  # (T, S, S, 3) each
+        x = normalize(np.concatenate(picks), self.prep)  # (B*T, 3, S, S)
+        return torch.from_numpy(x).reshape(len(idx), frames, *x.shape[1:])
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def encode_video(clip, frames: torch.Tensor) -> torch.Tensor:
+    """(B, T, 3, S, S) frames -> (B, D) mean-pooled frame features (unnormalised), CLIP-FSAR's video pooling."""
+    b, t = frames.shape[:2]
+    return clip.encode_image(frames.flatten(0, 1)).reshape(b, t, -1).mean(dim=1)  # (B, D)
+
+
+def contrastive_loss(clip, loss_fn, frames: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's ClipLoss on L2-normalised video and caption features with the model's logit scale."""
+    video = torch.nn.functional.normalize(encode_video(clip, frames), dim=-1)  # (B, D)
+    text = torch.nn.functional.normalize(clip.encode_text(tokens), dim=-1)  # (B, D)
+    return loss_fn(video, text, clip.logit_scale.exp())
+
+
+def _optimizer(clip, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    # open_clip's rule: no weight decay on gains, biases, embeddings and the logit scale
+    exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n \
+        or "embedding" in n or "class_embedding" in n
+    named = [(n, p) for n, p in clip.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if not exclude(n, p)], "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def save_weights(clip, file: Path) -> Path:
+    """Write an open_clip model's state dict as safetensors, atomically (a failure leaves no file)."""
+    from safetensors.torch import save_file
+    state = {k: v.detach().cpu().contiguous() for k, v in clip.state_dict().items()}
+    with staged_file(Path(file)) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "producer": "clipfsar pretrain"})
+    return Path(file)
+
+
+class Pretrainer:
+    """``Pretrainer(cfg).run()`` -> the weights file. Every input is checked before ``RUN`` is created."""
+
+    def __init__(self, cfg: PretrainConfig):
+        self.cfg = cfg
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def _prepare(self):
+        import open_clip
+
+        from .backbone import create_clip, resolve_arch
+        from .factory import preprocess_config_of
+        cfg = self.cfg
+        out = Path(cfg.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ClipFsarError(f"pretraining output {out} already exists; choose another --out")
+        data = Path(cfg.data)
+        if not data.is_dir():
+            raise ClipFsarError(f"dataset folder not found: {data}")
+        name = resolve_arch(cfg.arch)
+        torch.manual_seed(cfg.seed)
+        clip = create_clip(cfg.arch, cfg.weights)
+        tokenizer = open_clip.get_tokenizer(name)
+        ctx = int(getattr(clip, "context_length", 77))
+        captions = Path(cfg.captions) if cfg.captions else data / CAPTIONS_FILE
+        rows = read_captions(captions, data, token_counter(tokenizer, ctx), ctx, split_clip_filter(data, cfg.split))
+        paths, caps = group_by_clip(rows)
+        if len(paths) < 2:
+            raise ClipFsarError(f"captions file {captions}: {len(paths)} clip(s) usable; contrastive pretraining "
+                                f"needs at least 2")
+        return clip, tokenizer, preprocess_config_of(clip), paths, caps, captions
+
+    def run(self) -> Path:
+        import open_clip
+        from tqdm import tqdm
+        cfg = self.cfg
+        clip, tokenizer, prep, paths, caps, captions_file = self._prepare()
+        self.clip, self.clip_paths = clip, paths  # the trained model stays available to the caller
+        store = FrameStore(paths, prep, cfg.cache_mb, cfg.workers)
+        try:
+            t0 = time.perf_counter()
+            store.warm()
+            log.info("pretraining on %d clips, %d captions (%s), decoded in %.1f s", len(paths),
+                     sum(map(len, caps)), captions_file, time.perf_counter() - t0)
+            out = Path(cfg.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "pretrain.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+            clip.to(self.device).train()
+            loss_fn, optim = open_clip.loss.ClipLoss(), _optimizer(clip, cfg)
+            rng = np.random.default_rng(cfg.seed)
+            batch = min(cfg.batch, len(paths))
+            with open(out / "log.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["step", "lr", "loss", "logit_scale", "clips_per_s"])
+                for step in tqdm(range(cfg.steps), desc="pretrain", unit="step", mininterval=30):
+                    t = time.perf_counter()
+                    for g in optim.param_groups:
+                        g["lr"] = cfg.lr_at(step)
+                    idx = rng.choice(len(paths), batch, replace=False)
+                    texts = [caps[i][int(rng.integers(len(caps[i])))] for i in idx]
+                    frames = store.batch(idx, cfg.frames, rng).to(self.device)
+                    loss = contrastive_loss(clip, loss_fn, frames, tokenizer(texts).to(self.device))
+                    optim.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optim.step()
+                    with torch.no_grad():
+                        clip.logit_scale.clamp_(0, math.log(100))
+                    writer.writerow([step + 1, f"{cfg.lr_at(step):.3g}", f"{float(loss.detach()):.4f}",
+                                     f"{float(clip.logit_scale.exp()):.2f}",
+                                     f"{batch / (time.perf_counter() - t):.1f}"])
+                    if (step + 1) % 50 == 0:
+                        f.flush()
+        finally:
+            store.close()
+        return save_weights(clip, out / WEIGHTS_FILE)
+
+
+def pretrain(**kwargs) -> Path:
+    """Run contrastive pretraining; keyword arguments are ``PretrainConfig`` fields. Returns the weights file.
+
+    Example:
+        >>> pretrain(data="synth", out="runs/pre", arch="tiny", steps=1500)
+        PosixPath('runs/pre/weights.safetensors')
+    """
+    return Pretrainer(PretrainConfig(**kwargs)).run()
