@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 SERVED_GRAPHS = tuple(SERVED_INPUTS)
 STUB_ENV_VAR = "CLIPFSAR_TRITON_STUB_ENV"
+DEFAULT_STUB_ENV = "triton-stub-env"  # looked for inside this interpreter's prefix (the venv)
 
 
 class ServeError(ClipFsarError):
@@ -95,14 +96,17 @@ def fix_libpython_path(env: Optional[Dict[str, str]] = None) -> str:
 def stub_python_env(stub_env: Optional[Path]) -> Optional[Path]:
     """The Python environment the Python-backend stub must use, or None for this one.
 
-    With numpy >= 2 here, the stub (numpy-1 ABI) needs ``stub_env`` (or ``$CLIPFSAR_TRITON_STUB_ENV``): a venv of
-    the same Python version whose numpy is < 2 and which imports ``zmq`` (PyTriton's proxy needs it).
+    With numpy >= 2 here, the stub (numpy-1 ABI) needs ``stub_env`` (or ``$CLIPFSAR_TRITON_STUB_ENV``, or
+    ``<sys.prefix>/triton-stub-env``): a venv of the same Python version whose numpy is < 2 and which imports
+    ``zmq`` (PyTriton's proxy needs it).
 
     Raises:
         ServeError: none given, or it is not such an environment (the message says how to make one).
     """
     stub_env = stub_env or (Path(os.environ[STUB_ENV_VAR]) if os.environ.get(STUB_ENV_VAR) else None)
     numpy_major = int(np.__version__.split(".")[0])
+    if stub_env is None and numpy_major >= 2 and (Path(sys.prefix) / DEFAULT_STUB_ENV).is_dir():
+        stub_env = Path(sys.prefix) / DEFAULT_STUB_ENV  # the conventional place: inside this venv
     how = ("make one: `python -m venv --without-pip ENV && pip install --target ENV/lib/python3.X/site-packages "
            "'numpy<2' && echo \"import site; site.addsitedir('$(python -c 'import site; "
            "print(site.getsitepackages()[0])')')\" > ENV/lib/python3.X/site-packages/zz_main_env.pth` "
@@ -212,7 +216,7 @@ class BundleServer:
         """Launch tritonserver and load the models; returns once they are ready."""
         from pytriton.decorators import batch
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import Triton, TritonConfig
+        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
         fix_libpython_path()  # before tritonserver (and so the stub) starts
         if self.stub_env is not None:
@@ -224,7 +228,12 @@ class BundleServer:
                               metrics_port=self.ports["metrics"], exit_timeout_secs=5, log_verbose=self.log_verbose)
         batched = ModelConfig(max_batch_size=self.max_batch,
                               batcher=DynamicBatcher(max_queue_delay_microseconds=self.queue_delay_us))
-        self._triton = triton = Triton(config=config)
+        # PyTriton protects these endpoints with a random token; statistics (read-only: batch sizes, queue times)
+        # stay open so operators and clients can see the batching; the repository, shared memory, trace and
+        # logging controls stay protected.
+        security = TritonSecurityConfig(restricted_endpoints=["shared-memory", "model-repository", "trace",
+                                                              "logging"])
+        self._triton = triton = Triton(config=config, security_config=security)
         try:
             triton.bind("image_encoder", [batch(self._encode)] * self.instances,
                         inputs=[Tensor(name="images", dtype=np.float32, shape=(3, H, H))],

@@ -80,7 +80,7 @@ class TritonConnection:
             self.retries = int(query.get("retries", retries))
         except ValueError as e:
             raise ClipFsarError(f"server URL '{url}': {e}") from e
-        self.url, self.address = url, f"{parts.hostname}:{parts.port}"
+        self.url, self.address = url.split("?", 1)[0], f"{parts.hostname}:{parts.port}"
         self.protocol = "http" if parts.scheme == "http" else "grpc"
         self.backoff, self.max_backoff = backoff, max_backoff
         self.verify = verify
