@@ -28,9 +28,6 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "serve": ("clipfsar.runtime.serve_cli", "serve", "Serve a bundle from NVIDIA Triton (PyTriton), batching clients."),
     "export-triton": ("clipfsar.export.triton_cli", "export_triton",
                       "Write a Triton model repository (stock tritonserver, DeepStream nvinferserver)."),
-    "serve": ("clipfsar.runtime.serve_cli", "serve", "Serve a bundle from NVIDIA Triton (PyTriton), batching clients."),
-    "export-triton": ("clipfsar.export.triton_cli", "export_triton",
-                      "Write a Triton model repository (stock tritonserver, DeepStream nvinferserver)."),
 }
 
 
