@@ -6,6 +6,7 @@ bundle holds once exported (fp32, and fp16/int8 where ``--precision`` made them)
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -16,6 +17,7 @@ from clipfsar.runtime.errors import ConfigError
 from clipfsar.runtime.trt_cache import ProfileOptions
 from clipfsar.runtime.trt_cli import build_bundle_engines, engine_options, profile_options
 
+log = logging.getLogger(__name__)
 OPTION_NAMES = ("max_batch", "max_classes", "max_shots", "opt_batch", "opt_classes", "opt_shots", "workspace_mb",
                 "cache_dir")
 
@@ -64,13 +66,22 @@ def engine_request(build_engines: bool = False, **kw) -> Optional[EngineRequest]
 
 
 def build_export_engines(bundle_root: Path, request: EngineRequest) -> List[Dict]:
-    """Build (or find cached) engines for every precision the bundle holds; returns ``build_bundle_engines`` rows."""
+    """Build (or find cached) engines for every precision the bundle holds; returns ``build_bundle_engines`` rows.
+
+    A precision TensorRT cannot build (a dynamic-quantization int8 variant) is skipped with a warning: the bundle
+    is already written and valid, and the other engines are still built.
+    """
     from clipfsar.runtime.bundle import PRECISIONS, Bundle
+    from clipfsar.runtime.precision import PrecisionUnavailableError
     bundle = Bundle.open(Path(bundle_root))
     have = {p for g in bundle.manifest.graphs for p in bundle.precisions(g)}
     rows: List[Dict] = []
     for precision in [p for p in PRECISIONS if p in have]:
-        rows += [r for r in build_bundle_engines(bundle_root, precision, request.options, request.workspace_mb,
-                                                 request.cache_dir)
-                 if r["precision"] == precision]  # graphs without the variant were built at fp32 already
+        try:
+            built = build_bundle_engines(bundle_root, precision, request.options, request.workspace_mb,
+                                         request.cache_dir)
+        except PrecisionUnavailableError as e:
+            log.warning("no %s engines: %s", precision, e)
+            continue
+        rows += [r for r in built if r["precision"] == precision]  # graphs without the variant: fp32, built above
     return rows

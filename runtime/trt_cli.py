@@ -79,12 +79,21 @@ def engine_precisions(bundle, precision: str, graphs: Sequence[str], explicit: b
 
     Raises:
         BundleError: an explicitly named graph lacks ``precision``, or no graph has it (lists what it has).
+        PrecisionUnavailableError: an int8 variant made by dynamic quantization (MatMulInteger, which TensorRT
+        cannot build; TensorRT's int8 is explicit Q/DQ).
     """
+    from .precision import PrecisionUnavailableError
+
     chosen = {g: precision if (explicit or precision in bundle.precisions(g)) else "fp32" for g in graphs}
     if precision not in chosen.values():
         bundle.graph_path(graphs[0], precision)  # raises, listing the precisions the bundle has
     for g in graphs:
         bundle.graph_path(g, chosen[g])  # an explicitly named graph without the variant raises
+        if chosen[g] == "int8" and bundle.manifest.graphs[g].variants["int8"].method.startswith("int8-dynamic"):
+            raise PrecisionUnavailableError(
+                f"the int8 variant of {g} in {bundle.root} is dynamic quantization (MatMulInteger), which TensorRT "
+                f"cannot build; make a Q/DQ variant with `clipfsar calibrate {bundle.root} --precision int8 "
+                f"--int8 static`, or build fp16 engines")
     return chosen
 
 

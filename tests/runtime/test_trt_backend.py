@@ -157,3 +157,20 @@ def test_trt_run_path_does_not_need_onnxruntime(tmp_path, tiny_bundle, stream_fi
         r = subprocess.run(CLI + args, capture_output=True, text=True, env=env)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "TensorRT's Python package is not installed" in r.stderr, r.stderr
+
+
+def test_dynamic_int8_variant_is_refused_for_engines(tiny_bundle, tmp_path):
+    """TensorRT's int8 is explicit Q/DQ: a dynamic-quantization variant gets a clear error, not a parser failure."""
+    import shutil
+    from clipfsar.calib.int8 import quantize_dynamic_graph
+    from clipfsar.runtime.bundle import NewVariant, add_variants
+    from clipfsar.runtime.precision import PrecisionUnavailableError
+    from clipfsar.runtime.trt_cli import engine_precisions
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundle, root)
+    method = quantize_dynamic_graph(root / "image_encoder.onnx", tmp_path / "ie8.onnx")
+    b = add_variants(root, {"image_encoder": {"int8": NewVariant(tmp_path / "ie8.onnx", method)}})
+    with pytest.raises(PrecisionUnavailableError, match="dynamic quantization .* TensorRT cannot build"):
+        engine_precisions(b, "int8", ["image_encoder", "query_head"], explicit=False)
+    r = engine_cli(root, "--precision", "int8")
+    assert r.returncode == 2 and "--int8 static" in r.stderr and "Traceback" not in r.stderr
