@@ -10,6 +10,7 @@ from clipfsar.runtime.bundle import Bundle
 from clipfsar.runtime.engines import OnnxGraph
 from clipfsar.runtime.errors import DatasetError
 from clipfsar.runtime.fusion import fuse_probs
+from clipfsar.runtime.precision import choose_precisions
 from clipfsar.runtime.preprocess import preprocess_frames
 from clipfsar.runtime.video import read_clip
 from clipfsar.train.data import load_split
@@ -25,11 +26,18 @@ def _tokens(bundle: Bundle, names: List[str]) -> np.ndarray:
 
 
 def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "test", way: int = 5, shot: int = 1,
-                    episodes: int = 10000, seed: int = 0, beta: float = 0.9, backend: str = "cpu") -> Dict:
-    """Evaluate through the graphs: image encoder per clip, ``support_head`` per episode, ``query_head``."""
+                    episodes: int = 10000, seed: int = 0, beta: float = 0.9, backend: str = "cpu",
+                    precision: str = "fp32", predictions: bool = False) -> Dict:
+    """Evaluate through the graphs: image encoder per clip, ``support_head`` per episode, ``query_head``.
+
+    ``precision`` picks the graph variants (runtime/precision.py; the report's ``precisions`` says which ran);
+    ``predictions`` adds the few-shot branch's predicted class per query, episode-major (for agreement rates).
+    """
     bundle = Bundle.open(Path(bundle_dir))
     facts = bundle.manifest.model
-    graphs = {g: OnnxGraph(bundle.graph_path(g), backend=backend) for g in bundle.manifest.graphs}
+    chosen = choose_precisions(bundle, precision, backend)
+    graphs = {g: OnnxGraph(bundle.graph_path(g, chosen[g]), backend=backend, precision=chosen[g])
+              for g in bundle.manifest.graphs}
     clipset = load_split(Path(data), split, min_clips=shot + 1)
     if len(clipset.classes) < way:
         raise DatasetError(f"split '{split}' has {len(clipset.classes)} classes; {way}-way needs {way}")
@@ -53,7 +61,8 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "test", way: int 
         probs["p_videotext"].append(out["p_videotext"])
         probs["p"].append(fuse_probs(out["p_fewshot"], out["p_videotext"], beta))
     acc = {b: Accuracy.of(a) for b, a in episode_accuracies({k: np.stack(v) for k, v in probs.items()}).items()}
-    return {"bundle": str(bundle_dir), "backend": graphs["image_encoder"].providers[0], "split": split, "way": way,
+    extra = {"predictions": np.stack(probs["p_fewshot"]).argmax(-1).reshape(-1).tolist()} if predictions else {}
+    return {**extra, "precisions": chosen, "bundle": str(bundle_dir), "backend": graphs["image_encoder"].providers[0], "split": split, "way": way,
             "shot": shot, "episodes": episodes, "seed": seed, "beta": beta, "accuracy": acc["fewshot"].accuracy,
             "ci95": acc["fewshot"].ci95, "branches": {b: {"accuracy": a.accuracy, "ci95": a.ci95}
                                                       for b, a in acc.items()}}

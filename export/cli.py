@@ -19,12 +19,27 @@ from .engine_hook import build_export_engines, engine_export_options, engine_req
 @click.option("--window", "window_seconds", type=float, help="Stream window in seconds (default: median clip).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 @engine_export_options
+@click.option("--precision", "precision_text", default="fp32", show_default=True,
+              help="Graph variants, comma-separated (fp32,fp16,int8); fp16/int8 need --calib-data.")
+@click.option("--calib-data", type=click.Path(path_type=Path),
+              help="Clips for calibration and the precision report (as `clipfsar calibrate --data`).")
+@click.option("--calib-split", help="Split of a dataset root given as --calib-data (enables the accuracy check).")
+@click.option("--calib-frames", default=512, show_default=True, help="Calibration frames.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="Static int8 calibration method.")
 def export(checkpoint: Path, support_dir: Path, out: Path, shots: int, classes_file: Optional[Path],
-           window_seconds: Optional[float], force: bool, **engine_kw) -> None:
+           window_seconds: Optional[float], force: bool, precision_text: str = "fp32",
+           calib_data: Optional[Path] = None, calib_split: Optional[str] = None, calib_frames: int = 512,
+           calib_method: str = "minmax", **engine_kw) -> None:
     """Export ONNX graphs, text-enhanced prototypes and the manifest (with parity) into a bundle."""
+    from clipfsar.calib.cli import parse_precisions
+
     from .bundle_export import export_bundle
 
     engines = engine_request(**engine_kw)  # checked before the export: fails fast
+    precisions = parse_precisions(precision_text)
+    if precisions and calib_data is None:
+        raise click.UsageError(f"--precision {precision_text} needs --calib-data (clips to calibrate on)")
     bundle = export_bundle(checkpoint, support_dir, out, shots, classes_file, force, window_seconds=window_seconds)
     parity = bundle.manifest.parity
     click.echo(f"bundle: {out} ({len(bundle.store.class_names)} classes, {shots} shots)")
@@ -32,6 +47,11 @@ def export(checkpoint: Path, support_dir: Path, out: Path, shots: int, classes_f
         click.echo(f"  {g:<14} onnxruntime vs torch max abs diff {d:.2e}")
     ep = parity["episodes"]
     click.echo(f"  episodes: {ep['same_predictions']}/{ep['episodes']} same predictions as the checkpoint")
+    if precisions:
+        from clipfsar.calib.calibrate import calibrate_bundle
+        from clipfsar.calib.report import format_report
+        bundle = calibrate_bundle(out, calib_data, precisions, calib_method, calib_frames, split=calib_split)
+        click.echo(format_report(bundle.manifest))
     if engines is not None:
         for r in build_export_engines(out, engines):
             click.echo(f"  engine {r['graph']:<14} {r['precision']}: {'cached' if r['action'] == 'load' else 'built'} "

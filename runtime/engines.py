@@ -127,7 +127,10 @@ class OnnxGraph:
         last_error: Optional[Exception] = None
         for b in order:
             try:
-                sess = ort.InferenceSession(str(path), opts, providers=_provider_list(b, cache_dir, precision))
+                # onnxruntime 1.31's CPU NCHWc layout pass crashes (SIGSEGV) on fp16 graphs with a Conv; it only
+                # re-lays fp32 Convs, so an fp16 variant loses nothing without it
+                sess = ort.InferenceSession(str(path), opts, providers=_provider_list(b, cache_dir, precision),
+                                           disabled_optimizers=["NchwcTransformer"] if precision == "fp16" else None)
             except Exception as e:  # a GPU provider that fails to start: try the next one
                 last_error = e
                 continue

@@ -110,14 +110,16 @@ def train(data, out, config_file, preset, resume, stop_after, milestones, no_tex
 @click.option("--seed", default=0, show_default=True)
 @click.option("--beta", type=float, default=0.9, show_default=True, help="Fusion weight of the fusion row.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="With --bundle: the graph variants to run (see `clipfsar calibrate`).")
 def evaluate(checkpoint: Optional[Path], bundle: Optional[Path], data: Path, split: str, way: int, shot: int,
-             episodes: int, seed: int, beta: Optional[float], as_json: bool) -> None:
+             episodes: int, seed: int, beta: Optional[float], as_json: bool, precision: str = "fp32") -> None:
     """Evaluate on seeded N-way K-shot episodes (1 query per class): mean accuracy +- 95% CI per branch."""
     if (checkpoint is None) == (bundle is None):
         raise click.UsageError("give exactly one of --checkpoint or --bundle")
     if bundle is not None:
         from clipfsar.export.bundle_eval import evaluate_bundle
-        report = evaluate_bundle(bundle, data, split, way, shot, episodes, seed, beta)
+        report = evaluate_bundle(bundle, data, split, way, shot, episodes, seed, beta, precision=precision)
     else:
         from .evaluate import evaluate_checkpoint
         report = evaluate_checkpoint(checkpoint, data, split, way, shot, episodes, seed, beta)
@@ -125,7 +127,9 @@ def evaluate(checkpoint: Optional[Path], bundle: Optional[Path], data: Path, spl
         click.echo(json.dumps(report))
         return
     click.echo(f"{report['way']}-way {report['shot']}-shot, {report['episodes']} episodes on '{split}' "
-               f"(seed {seed}), {report.get('checkpoint') or report['bundle']}")
+               f"(seed {seed}), {report.get('checkpoint') or report['bundle']}"
+               + (f" [{', '.join(f'{g} {p}' for g, p in report['precisions'].items())}]" if "precisions" in report
+                  else ""))
     click.echo(f"{'branch':<12}{'accuracy':>10}{'ci95':>8}")
     for branch, acc in report["branches"].items():
         label = f"{branch} (beta={report['beta']})" if branch == "fusion" else branch
