@@ -139,7 +139,7 @@ def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1
         bundle = write_bundle(out, manifest, files, store, force=force)
     if calib_data is None and (Path(support_dir) / "splits" / "val.txt").is_file():
         calib_data = Path(support_dir)
-    if calib_data is not None:  # the temperature of the calibrated probabilities, on held-out val episodes
+    if calib_data is not None and calib_episodes > 0:  # temperature of the calibrated probabilities (val)
         fit_and_store_calibration(bundle, Path(calib_data), "val", shots, calib_episodes)
         bundle = Bundle.open(out)
     log.info("bundle written: %s", out)
