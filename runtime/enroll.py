@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from .bundle import Bundle, PrototypeStore, replace_store
-from .engines import OnnxGraph
+from .engines import create_graph
 from .errors import BundleError, ClipFsarError, VideoError
 from .preprocess import preprocess_frames
 from .tokenizer import ClipTokenizer
@@ -65,12 +65,14 @@ class Enroller:
                               f"export it again to enrol classes on the device")
         self.tokenizer = ClipTokenizer.from_manifest(bundle.root, m.tokenizer)
         self._backend, self._threads = backend, threads
-        self._graphs: Dict[str, OnnxGraph] = {}
+        self._graphs: Dict[str, Any] = {}  # OnnxGraph or TrtGraph (create_graph)
 
-    def _graph(self, name: str) -> OnnxGraph:
+    def _graph(self, name: str):
         if name not in self._graphs:
             cache = self.bundle.root / "engines"
-            self._graphs[name] = OnnxGraph(self.bundle.graph_path(name), self._backend, cache, self._threads)
+            spec = self.bundle.manifest.graphs[name]
+            self._graphs[name] = create_graph(self.bundle.graph_path(name), self._backend, cache, self._threads,
+                                              spec=spec, graph_sha256=spec.sha256)
         return self._graphs[name]
 
     # ----- features -------------------------------------------------------------------------------------------
