@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -21,13 +21,16 @@ def _tokens(bundle: Bundle, names: List[str]) -> np.ndarray:
     import open_clip  # the export side may use open_clip's tokenizer; the runtime never does
 
     from clipfsar.train.backbone import resolve_arch
+    from clipfsar.train.class_names import check_prompts
     tok = open_clip.get_tokenizer(resolve_arch(bundle.manifest.model.arch))
+    check_prompts(tok, bundle.manifest.model.prompt, names)  # too long for the context, or alike as tokens
     return tok([bundle.manifest.model.prompt.format(n) for n in names]).numpy().astype(np.int32)
 
 
 def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "test", way: int = 5, shot: int = 1,
                     episodes: int = 10000, seed: int = 0, beta: float = 0.9, backend: str = "cpu",
-                    precision: str = "fp32", predictions: bool = False) -> Dict:
+                    precision: str = "fp32", predictions: bool = False,
+                    class_map: Optional[Dict[str, str]] = None) -> Dict:
     """Evaluate through the graphs: image encoder per clip, ``support_head`` per episode, ``query_head``.
 
     ``precision`` picks the graph variants (runtime/precision.py; the report's ``precisions`` says which ran);
@@ -38,7 +41,8 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "test", way: int 
     chosen = choose_precisions(bundle, precision, backend)
     graphs = {g: OnnxGraph(bundle.graph_path(g, chosen[g]), backend=backend, precision=chosen[g])
               for g in bundle.manifest.graphs}
-    clipset = load_split(Path(data), split, min_clips=shot + 1)
+    class_map = class_map or bundle.manifest.class_map or None  # numbered folders: names as exported
+    clipset = load_split(Path(data), split, min_clips=shot + 1, class_map=class_map)
     if len(clipset.classes) < way:
         raise DatasetError(f"split '{split}' has {len(clipset.classes)} classes; {way}-way needs {way}")
     clips = [c for name in clipset.classes for c in clipset.clips[name]]

@@ -70,8 +70,13 @@ def _parity_episodes(model, graphs: Dict[str, OnnxGraph], pixels: np.ndarray, te
 def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1,
                   classes_file: Optional[Path] = None, force: bool = False, parity_episodes: int = 50,
                   window_seconds: Optional[float] = None, calib_data: Optional[Path] = None,
-                  calib_episodes: int = 300) -> Bundle:
+                  calib_episodes: int = 300, class_map: Optional[Dict[str, str]] = None,
+                  external_data: Optional[bool] = None) -> Bundle:
     """Export a checkpoint and a support folder into a bundle at ``out``.
+
+    ``class_map`` (folder or id -> class name, ``--class-names``) names numbered support folders; by default the
+    map stored with the checkpoint is used. Graphs over 2 GB are written with ONNX external data
+    (``external_data`` forces it on or off), listed with their hashes in the manifest.
 
     The bundle also gets the runtime tokenizer file (on-device enrolment) and, when ``calib_data`` (default: the
     support folder, if it has ``splits/val.txt``) has a val split, the temperature of the calibrated probabilities
@@ -86,9 +91,11 @@ def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1
     if out.exists() and not force:
         raise ClipFsarError(f"output {out} exists; pass --force to replace it")
     ckpt = best_checkpoint(Path(checkpoint))
-    model, prep, _ = load_checkpoint(ckpt)
+    model, prep, meta = load_checkpoint(ckpt)
     model = model.float().eval()
-    support = read_support(Path(support_dir), shots, classes_file)
+    if class_map is None:
+        class_map = dict((meta.get("train") or {}).get("class_names") or {}) or None
+    support = read_support(Path(support_dir), shots, classes_file, class_map)
     names = list(support)
     log.info("support: %d classes x %d shots", len(names), shots)
     pixels = _clip_inputs(support, model.cfg.frames, prep)  # (N, K, T, 3, S, S)
@@ -103,7 +110,7 @@ def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1
         durations = [n / video_fps(p) for clips in support.values() for p, n in clips]
         window_seconds = round(float(statistics.median(durations)), 3)
     with tempfile.TemporaryDirectory(prefix="clipfsar-export-") as work:
-        graphs_info = export_all(model, prep.image_size, Path(work))
+        graphs_info = export_all(model, prep.image_size, Path(work), external_data)
         sessions = {g: OnnxGraph(Path(work) / info["file"], backend="cpu") for g, info in graphs_info.items()}
         episodes = _parity_episodes(model, sessions, pixels, store.text_features, 0, parity_episodes)
         # the stored prototypes through the support graph, too
@@ -127,12 +134,17 @@ def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1
                       "std": list(prep.std), "prompt": mcfg.prompt, "otam_lambda": mcfg.otam_lambda,
                       "beta": mcfg.beta, "vt_scale": float(model.vt_scale.detach()), "window_seconds": window_seconds,
                       "context_length": int(model.tokenizer.context_length), "shot_pooling": mcfg.shot_pooling,
-                      "text_in_prototype": mcfg.text_in_prototype},
+                      "text_in_prototype": mcfg.text_in_prototype, "cos_eps": mcfg.cos_eps,
+                      "cos_mode": mcfg.cos_mode},
             "graphs": {g: {"file": info["file"], "inputs": info["inputs"], "outputs": info["outputs"],
-                           "precision": "fp32"} for g, info in graphs_info.items()},
+                           "precision": "fp32", **({"data": [{"file": d} for d in info["data"]]} if info["data"]
+                                                   else {})}
+                       for g, info in graphs_info.items()},
             "parity": {**parity, "checkpoint": str(ckpt)},
         }
-        files = {info["file"]: Path(work) / info["file"] for info in graphs_info.values()}
+        if class_map:  # folder -> name of the bundle's classes: where its names came from
+            manifest["class_map"] = {clips[0][0].parent.name: n for n, clips in support.items()}
+        files = {f: Path(work) / f for info in graphs_info.values() for f in [info["file"], *info["data"]]}
         tok = write_tokenizer(model.tokenizer, Path(work))  # the runtime tokenizer (on-device enrolment)
         if tok is not None:
             files[tok[1]["file"]], manifest["tokenizer"] = tok

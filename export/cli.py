@@ -18,6 +18,9 @@ from .engine_hook import build_export_engines, engine_export_options, engine_req
 @click.option("--classes", "classes_file", type=click.Path(path_type=Path), help="Only the classes listed here.")
 @click.option("--window", "window_seconds", type=float, help="Stream window in seconds (default: median clip).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
+@click.option("--class-names", "class_names_file", type=click.Path(path_type=Path),
+              help="Class-name map for numbered class folders: JSON/CSV folder -> name, or SSv2's labels.json "
+                   "(default: the one stored with the checkpoint).")
 @engine_export_options
 @click.option("--precision", "precision_text", default="fp32", show_default=True,
               help="Graph variants, comma-separated (fp32,fp16,int8); fp16/int8 need --calib-data.")
@@ -30,7 +33,7 @@ from .engine_hook import build_export_engines, engine_export_options, engine_req
 def export(checkpoint: Path, support_dir: Path, out: Path, shots: int, classes_file: Optional[Path],
            window_seconds: Optional[float], force: bool, precision_text: str = "fp32",
            calib_data: Optional[Path] = None, calib_split: Optional[str] = None, calib_frames: int = 512,
-           calib_method: str = "minmax", **engine_kw) -> None:
+           calib_method: str = "minmax", class_names_file: Optional[Path] = None, **engine_kw) -> None:
     """Export ONNX graphs, text-enhanced prototypes and the manifest (with parity) into a bundle."""
     from clipfsar.calib.cli import parse_precisions
 
@@ -40,7 +43,10 @@ def export(checkpoint: Path, support_dir: Path, out: Path, shots: int, classes_f
     precisions = parse_precisions(precision_text)
     if precisions and calib_data is None:
         raise click.UsageError(f"--precision {precision_text} needs --calib-data (clips to calibrate on)")
-    bundle = export_bundle(checkpoint, support_dir, out, shots, classes_file, force, window_seconds=window_seconds)
+    from clipfsar.train.class_names import load_class_map
+    class_map = load_class_map(class_names_file) if class_names_file else None
+    bundle = export_bundle(checkpoint, support_dir, out, shots, classes_file, force, window_seconds=window_seconds,
+                           class_map=class_map)
     parity = bundle.manifest.parity
     click.echo(f"bundle: {out} ({len(bundle.store.class_names)} classes, {shots} shots)")
     for g, d in parity["graphs"].items():

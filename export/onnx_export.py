@@ -3,12 +3,14 @@ its PyTorch module in onnxruntime."""
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxscript.optimizer
 import torch
 
@@ -20,6 +22,7 @@ from .graphs import IO, ImageEncoder, QueryHead, SupportHead, TextEncoder
 log = logging.getLogger(__name__)
 OPSET = 17
 PARITY_TOL = 1e-4
+EXTERNAL_DATA_BYTES = 1_800_000_000  # above this a graph's weights go to an external data file (protobuf: 2 GB)
 
 
 def example_inputs(model: CLIPFSAR, image_size: int, seed: int = 0) -> Dict[str, Tuple[torch.Tensor, ...]]:
@@ -43,19 +46,49 @@ def graph_modules(model: CLIPFSAR) -> Dict[str, torch.nn.Module]:
     return {k: m.eval() for k, m in mods.items()}
 
 
-def export_graph(module: torch.nn.Module, name: str, args: Tuple[torch.Tensor, ...], path: Path) -> None:
+def _external_data_file(name: str) -> str:
+    return f"{name}.onnx.data"
+
+
+def export_graph(module: torch.nn.Module, name: str, args: Tuple[torch.Tensor, ...], path: Path,
+                 external_data: Optional[bool] = None) -> List[str]:
+    """Export ``module`` to ``path`` (ONNX, opset 17), with shape arithmetic folded, checked by ``onnx.checker``.
+
+    A graph whose weights exceed ``EXTERNAL_DATA_BYTES`` (protobuf cannot hold more than 2 GB) is written with ONNX
+    external data: the graph in ``path`` and every tensor in one ``<name>.onnx.data`` beside it, checked by path.
+    ``external_data`` forces it on (tests) or off; None decides by size.
+
+    Returns:
+        The external data files written beside ``path`` (names relative to its folder; empty for one-file graphs).
+    """
     inputs, outputs, dynamic = IO[name]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-        torch.onnx.export(module, args, str(path), input_names=list(inputs), output_names=list(outputs),
-                          dynamic_axes=dynamic, opset_version=OPSET, do_constant_folding=True, dynamo=False)
-    m = onnx.load(str(path))
-    # fold the shape arithmetic the TorchScript exporter leaves (e.g. nn.MultiheadAttention's unflatten), so
-    # every tensor has a static rank, as TensorRT's parser needs
-    m = onnxscript.optimizer.optimize(m)
-    m.graph.name = name
-    onnx.checker.check_model(m)
-    onnx.save(m, str(path))
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=path.parent) as raw_dir:
+        raw = Path(raw_dir) / path.name  # for > 2 GB the exporter writes one file per tensor beside it
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+            torch.onnx.export(module, args, str(raw), input_names=list(inputs), output_names=list(outputs),
+                              dynamic_axes=dynamic, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+        size = sum(f.stat().st_size for f in Path(raw_dir).iterdir())
+        large = size > EXTERNAL_DATA_BYTES if external_data is None else external_data
+        if not large:
+            m = onnx.load(str(raw))
+            # fold the shape arithmetic the TorchScript exporter leaves (e.g. nn.MultiheadAttention's unflatten), so
+            # every tensor has a static rank, as TensorRT's parser needs
+            m = onnxscript.optimizer.optimize(m)
+            m.graph.name = name
+            onnx.checker.check_model(m)
+            onnx.save(m, str(path))
+            return []
+        # large: never serialise the whole model in one protobuf; the IR keeps external tensors memory-mapped
+        model = ir.load(str(raw))
+        model = onnxscript.optimizer.optimize(model)
+        model.graph.name = name
+        data = _external_data_file(name)
+        ir.save(model, str(path), external_data=data)
+    onnx.checker.check_model(str(path))  # by path: the checker reads the external data itself
+    log.info("%s: %.2f GB of weights, written as external data %s", name, size / 1e9, data)
+    return [data]
 
 
 def _torch_outputs(module: torch.nn.Module, args) -> Tuple[np.ndarray, ...]:
@@ -73,17 +106,19 @@ def check_parity(module: torch.nn.Module, name: str, args, path: Path) -> float:
     return max(float(np.abs(got[o] - w).max()) for o, w in zip(outputs, want))
 
 
-def export_all(model: CLIPFSAR, image_size: int, out_dir: Path) -> Dict[str, Dict]:
-    """Export the four graphs into ``out_dir``; returns per graph: file, I/O specs and parity (max abs diff)."""
+def export_all(model: CLIPFSAR, image_size: int, out_dir: Path,
+               external_data: Optional[bool] = None) -> Dict[str, Dict]:
+    """Export the four graphs into ``out_dir``; returns per graph: file, external data files (``data``), I/O specs
+    and parity (max abs diff). ``external_data``: see :func:`export_graph`."""
     model = model.eval().float()
     mods, examples = graph_modules(model), example_inputs(model, image_size)
     result = {}
     for name, module in mods.items():
         path = Path(out_dir) / f"{name}.onnx"
-        export_graph(module, name, examples[name], path)
+        data = export_graph(module, name, examples[name], path, external_data)
         diff = check_parity(module, name, examples[name], path)
         log.info("%s: exported, onnxruntime vs torch max abs diff %.2e", name, diff)
-        result[name] = {"file": path.name, "max_abs_diff": diff, **io_specs(path)}
+        result[name] = {"file": path.name, "data": data, "max_abs_diff": diff, **io_specs(path)}
     return result
 
 

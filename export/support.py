@@ -1,61 +1,78 @@
-"""Support folders for export: a folder per class (names from the folders), K clips each."""
+"""Support folders for export: a folder per class (names from the folders, or a class-name map), K clips each."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from clipfsar.runtime.errors import DatasetError, VideoError
-from clipfsar.runtime.video import count_frames, is_clip
-from clipfsar.train.data import display_name
+from clipfsar.runtime.errors import DatasetError
+from clipfsar.train.class_names import mapped_name, warn_id_like
+from clipfsar.train.data import class_folders, display_name, list_clips, scan_clips
+from clipfsar.train.splits import read_lines
+
+log = logging.getLogger(__name__)
 
 
-def read_support(root: Path, shots: int, classes_file: Optional[Path] = None) -> Dict[str, List[Tuple[Path, int]]]:
-    """Class name -> the first ``shots`` readable clips (sorted by name) with their frame counts.
+def read_support(root: Path, shots: int, classes_file: Optional[Path] = None,
+                 class_map: Optional[Dict[str, str]] = None) -> Dict[str, List[Tuple[Path, int]]]:
+    """Class name -> the first ``shots`` readable clips (natural name order) with their decodable frame counts.
+
+    Clips are decoded once (the data scan): unreadable ones are listed and skipped, damaged ones (frames skipped,
+    or fewer decoded than the container states) are listed with the counts. ``class_map`` (folder or id -> name)
+    names the folders; then each class used must be in it. ``classes_file`` lists the classes to export, one per
+    line (folder name or class name; a UTF-8 BOM is fine).
 
     Raises:
-        DatasetError: missing folder, a class listed but absent, an empty class, fewer readable clips than
-            ``shots`` (unreadable ones named), or two folders with the same class name.
+        DatasetError: missing folder, a class listed but absent (with its line), an empty class, fewer readable
+            clips than ``shots`` (unreadable ones named), two folders with the same class name, or a folder the
+            class-name map lacks.
     """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"support folder not found: {root}")
     if shots < 1:
         raise DatasetError(f"--shots must be >= 1, got {shots}")
-    folders: Dict[str, Path] = {}
-    for p in sorted(root.iterdir()):
-        if p.is_dir() and p.name != "splits" and not p.name.startswith("."):
-            name = display_name(p.name)
-            if not name:
-                raise DatasetError(f"support folder {p} gives an empty class name")
-            if name in folders:
-                raise DatasetError(f"duplicate class name '{name}': folders {folders[name].name} and {p.name}")
-            folders[name] = p
+    by_name = class_folders(root)  # display name -> folder
+    if class_map:
+        absent = [p.name for p in by_name.values() if mapped_name(p.name, class_map) is None]
+        folders = {mapped_name(p.name, class_map): p for p in by_name.values()
+                   if mapped_name(p.name, class_map) is not None}
+    else:
+        absent, folders = [], dict(by_name)
     if classes_file is not None:
-        listed = [ln.strip() for ln in Path(classes_file).read_text().splitlines() if ln.strip()]
-        names = [display_name(n) for n in listed]
-        if len(set(names)) != len(names):
-            raise DatasetError(f"{classes_file} names a class twice")
-        absent = [n for n in names if n not in folders]
-        if absent:
-            raise DatasetError(f"{classes_file} names classes with no folder under {root}: {', '.join(absent)}")
+        names = []
+        for no, line in read_lines(Path(classes_file)):
+            key = line.replace("\\", "/").strip("/")
+            name = next((n for n, p in folders.items() if key in (p.name, n) or display_name(key) in
+                         (display_name(p.name), n)), None)
+            if name is None:
+                raise DatasetError(f"{classes_file}, line {no}: class '{line}' has no folder under {root}")
+            if name in names:
+                raise DatasetError(f"{classes_file}, line {no}: names class '{line}' twice")
+            names.append(name)
         folders = {n: folders[n] for n in names}
+    elif absent:
+        raise DatasetError(f"support folder {root}: the class-name map has no entry for {len(absent)} folders: "
+                           + ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else ""))
     if not folders:
         raise DatasetError(f"support folder {root} has no class folders")
+    warn_id_like(list(folders), f"support folder {root}")
     support: Dict[str, List[Tuple[Path, int]]] = {}
     for name, folder in folders.items():
-        clips = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and is_clip(p))
+        clips, other = list_clips(folder)
+        if other:
+            log.warning("support class '%s': %d entries are not clips and are ignored: %s", name, len(other),
+                        ", ".join(p.name for p in other[:10]))
         if not clips:
             raise DatasetError(f"support class '{name}' ({folder}) has no clips")
-        good, bad = [], []
-        for clip in clips:
+        good: List[Tuple[Path, int]] = []
+        bad: List[str] = []
+        for clip in clips:  # scan one at a time: only as many as needed
             if len(good) == shots:
                 break
-            try:
-                n = count_frames(clip)
-            except VideoError as e:
-                bad.append(f"{clip.name}: {e}")
-                continue
-            (good.append((clip, n)) if n > 0 else bad.append(f"{clip.name}: no decodable frames"))
+            ok, unreadable, _ = scan_clips([clip], f"support class '{name}'")
+            good += ok
+            bad += [f"{p.name}: {why}" for p, why in unreadable]
         if len(good) < shots:
             extra = f"; unreadable: {'; '.join(bad)}" if bad else ""
             raise DatasetError(f"support class '{name}' has {len(good)} readable clips, fewer than --shots "

@@ -123,6 +123,8 @@ class GraphSpec:
     outputs: List[TensorSpec]
     precision: str = "fp32"
     variants: Dict[str, VariantSpec] = field(default_factory=dict)
+    # ONNX external data of a graph over 2 GB: [{"file": "<graph>.onnx.data", "sha256": ...}], beside the graph
+    data: List[Dict[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,9 @@ class ModelFacts:
     context_length: int
     shot_pooling: str = "before"
     text_in_prototype: bool = True
+    # the cosine in the graphs (train/otam.py): bundles made before these keys existed used eps 1e-8 per norm
+    cos_eps: float = 1e-8
+    cos_mode: str = "norms"
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -162,6 +167,7 @@ class Manifest:
     # calibration of user-facing scores (runtime/calibration.py: temperature, zero-shot map, "unknown" threshold)
     tokenizer: Dict[str, Any] = field(default_factory=dict)
     calibration: Dict[str, Any] = field(default_factory=dict)
+    class_map: Dict[str, str] = field(default_factory=dict)  # class folder -> class name (--class-names)
 
     def to_json(self) -> Dict[str, Any]:
         import dataclasses
@@ -192,7 +198,8 @@ class Manifest:
                             graphs, dict(data["prototypes"]), dict(data.get("parity", {})),
                             precision_report=dict(data.get("precision_report", {})),
                             tokenizer=dict(data.get("tokenizer") or {}),
-                            calibration=dict(data.get("calibration") or {}))
+                            calibration=dict(data.get("calibration") or {}),
+                            class_map=dict(data.get("class_map") or {}))
         except (KeyError, TypeError) as e:
             raise BundleError(f"{where}: malformed manifest ({e})") from e
 
@@ -243,6 +250,8 @@ class Bundle:
         entries = [(f"graph '{n}'", g.file, g.sha256) for n, g in manifest.graphs.items()]
         entries += [(f"graph '{n}' ({p})", v.file, v.sha256)
                     for n, g in manifest.graphs.items() for p, v in g.variants.items()]
+        entries += [(f"graph '{n}' external data", d.get("file", ""), d.get("sha256", ""))
+                    for n, g in manifest.graphs.items() for d in g.data]
         entries.append(("prototype store", manifest.prototypes.get("file", ""), manifest.prototypes.get("sha256", "")))
         if manifest.tokenizer:
             entries.append(("tokenizer", manifest.tokenizer.get("file", ""), manifest.tokenizer.get("sha256", "")))
@@ -309,6 +318,8 @@ def write_bundle(out: Path, manifest: Dict[str, Any], files: Dict[str, Path], st
         manifest = json.loads(json.dumps(manifest))
         for g in manifest["graphs"].values():
             g["sha256"] = sha256_of(tmp / g["file"])
+            for d in g.get("data", []):
+                d["sha256"] = sha256_of(_inside(tmp, d["file"], "external data"))
         manifest["prototypes"] = {"file": PROTOTYPES_FILE, "sha256": sha256_of(tmp / PROTOTYPES_FILE)}
         if manifest.get("tokenizer"):
             manifest["tokenizer"]["sha256"] = sha256_of(_inside(tmp, manifest["tokenizer"]["file"], "tokenizer"))

@@ -75,12 +75,13 @@ def is_image_file(path: Path) -> bool:
 
 
 def is_clip(path: Path) -> bool:
-    """A video file, or a folder holding image frames."""
+    """A video file (by extension: a dangling link named ``x.mp4`` counts, so the scan reports it), or a folder
+    holding image frames."""
     path = Path(path)
     try:
-        if path.is_file():
-            return path.suffix.lower() in VIDEO_EXTS
-        return path.is_dir() and any(is_image_file(p) for p in path.iterdir())
+        if path.is_dir():
+            return any(is_image_file(p) for p in path.iterdir())
+        return path.suffix.lower() in VIDEO_EXTS
     except OSError:  # a symlink loop, a folder without permission
         return False
 
@@ -100,6 +101,8 @@ def _readable_image(path: Path) -> bool:
 
 def _open(path: Path) -> cv2.VideoCapture:
     if not path.is_file():
+        if path.is_symlink():
+            raise VideoError(f"video {path} is a symbolic link that leads nowhere (dangling, or a loop)")
         raise VideoError(f"clip not found: {path}")
     try:
         with open(path, "rb") as f:

@@ -14,7 +14,7 @@ from clipfsar.runtime.errors import CheckpointError, ConfigError
 from clipfsar.runtime.jsonconfig import from_dict, read_json, to_dict, write_json_atomic
 from clipfsar.runtime.preprocess import PreprocessConfig
 
-from .model import CLIPFSAR, ModelConfig
+from .model import CLIPFSAR, LEGACY_COSINE, ModelConfig
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -67,6 +67,16 @@ def read_checkpoint_config(path: Path) -> Dict[str, Any]:
     return meta
 
 
+def model_config_with_legacy(model: Dict[str, Any]) -> Dict[str, Any]:
+    """A stored model config with the keys added since format 1 filled in as the code that wrote it behaved:
+    a config without ``cos_eps``/``cos_mode`` was trained with eps 1e-8 on each norm (``LEGACY_COSINE``), so it
+    keeps that, not the new default."""
+    model = dict(model)
+    if "cos_eps" not in model and "cos_mode" not in model:
+        model.update(LEGACY_COSINE)
+    return model
+
+
 def load_checkpoint(path: Path, map_location: str = "cpu") -> Tuple[CLIPFSAR, PreprocessConfig, Dict[str, Any]]:
     """Rebuild the model from a checkpoint folder alone.
 
@@ -84,7 +94,7 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> Tuple[CLIPFSAR, Pr
     weights_file = path / WEIGHTS_FILE
     if not weights_file.is_file():
         raise CheckpointError(f"checkpoint {path} is incomplete: {WEIGHTS_FILE} is missing")
-    cfg = from_dict(ModelConfig, meta["model"], where=f"{path / CONFIG_FILE} [model]")
+    cfg = from_dict(ModelConfig, model_config_with_legacy(meta["model"]), where=f"{path / CONFIG_FILE} [model]")
     prep = from_dict(PreprocessConfig, meta["preprocess"], where=f"{path / CONFIG_FILE} [preprocess]")
     # weights come from the file, not from the backbone tag: build with random init
     model, _ = create_model_and_transforms(cfg=dataclasses.replace(cfg, weights=None))

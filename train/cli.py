@@ -65,9 +65,12 @@ def archs() -> None:
 @click.option("--no-text-prototype", is_flag=True, default=None, help="Ablation: no text token in prototypes.")
 @click.option("--shot-pooling", type=click.Choice(["before", "after"]))
 @click.option("--beta", type=float, help="Inference fusion weight stored in the checkpoint.")
+@click.option("--class-names", "class_names_file", type=click.Path(path_type=Path),
+              help="Class-name map for numbered class folders: JSON/CSV folder -> name, or SSv2's labels.json.")
 @click.option("--resume", is_flag=True, help="Continue --out from its last checkpoint (with its saved config).")
 @click.option("--stop-after", type=int, help="Stop after this many steps of this invocation (resume later).")
-def train(data, out, config_file, preset, resume, stop_after, milestones, no_text_prototype, **opts) -> None:
+def train(data, out, config_file, preset, resume, stop_after, milestones, no_text_prototype, class_names_file=None,
+          **opts) -> None:
     """Train CLIP-FSAR on episodic N-way K-shot tasks."""
     from clipfsar.runtime.jsonconfig import from_dict, read_json
 
@@ -94,6 +97,9 @@ def train(data, out, config_file, preset, resume, stop_after, milestones, no_tex
         if milestones:
             values["milestones"] = [int(m) for m in milestones.split(",")]
         values.update(data=str(data), out=str(out), model=model)
+        if class_names_file:  # stored in the run config and every checkpoint
+            from .class_names import load_class_map
+            values["class_names"] = load_class_map(class_names_file)
         cfg = from_dict(TrainConfig, values, "training config")
     run = Trainer(cfg, resume=resume, stop_after=stop_after).run()
     click.echo(f"run folder: {run}")
@@ -110,19 +116,26 @@ def train(data, out, config_file, preset, resume, stop_after, milestones, no_tex
 @click.option("--seed", default=0, show_default=True)
 @click.option("--beta", type=float, default=0.9, show_default=True, help="Fusion weight of the fusion row.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--class-names", "class_names_file", type=click.Path(path_type=Path),
+              help="Class-name map for numbered class folders: JSON/CSV folder -> name, or SSv2's labels.json "
+                   "(default: the one stored with the checkpoint or bundle).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="fp32", show_default=True,
               help="With --bundle: the graph variants to run (see `clipfsar calibrate`).")
 def evaluate(checkpoint: Optional[Path], bundle: Optional[Path], data: Path, split: str, way: int, shot: int,
-             episodes: int, seed: int, beta: Optional[float], as_json: bool, precision: str = "fp32") -> None:
+             episodes: int, seed: int, beta: Optional[float], as_json: bool, precision: str = "fp32",
+             class_names_file: Optional[Path] = None) -> None:
     """Evaluate on seeded N-way K-shot episodes (1 query per class): mean accuracy +- 95% CI per branch."""
     if (checkpoint is None) == (bundle is None):
         raise click.UsageError("give exactly one of --checkpoint or --bundle")
+    from .class_names import load_class_map
+    class_map = load_class_map(class_names_file) if class_names_file else None
     if bundle is not None:
         from clipfsar.export.bundle_eval import evaluate_bundle
-        report = evaluate_bundle(bundle, data, split, way, shot, episodes, seed, beta, precision=precision)
+        report = evaluate_bundle(bundle, data, split, way, shot, episodes, seed, beta, precision=precision,
+                                 class_map=class_map)
     else:
         from .evaluate import evaluate_checkpoint
-        report = evaluate_checkpoint(checkpoint, data, split, way, shot, episodes, seed, beta)
+        report = evaluate_checkpoint(checkpoint, data, split, way, shot, episodes, seed, beta, class_map)
     if as_json:
         click.echo(json.dumps(report))
         return

@@ -37,6 +37,7 @@ class TrainConfig:
     cache_samplings: int = 4
     workers: int = 2
     model: Dict[str, Any] = field(default_factory=dict)
+    class_names: Dict[str, str] = field(default_factory=dict)  # class folder or id -> name (--class-names)
 
     def __post_init__(self) -> None:
         choices = {"optimizer": ("adam", "adamw"), "schedule": ("step", "cosine"),

@@ -53,8 +53,11 @@ def evaluate_features(model: CLIPFSAR, feats: torch.Tensor, offsets: np.ndarray,
 
 
 def evaluate_checkpoint(checkpoint, data, split: str = "test", way: int = 5, shot: int = 1,
-                        episodes: int = 10000, seed: int = 0, beta: Optional[float] = None) -> Dict:
+                        episodes: int = 10000, seed: int = 0, beta: Optional[float] = None,
+                        class_map: Optional[Dict[str, str]] = None) -> Dict:
     """Evaluate a checkpoint (or run folder) on a dataset split; returns the report ``clipfsar eval`` prints.
+
+    ``class_map`` names numbered class folders (default: the map the checkpoint was trained with).
 
     The report has ``accuracy`` and ``ci95`` of the few-shot branch at top level (what the paper reports), and
     every branch under ``branches``.
@@ -68,9 +71,11 @@ def evaluate_checkpoint(checkpoint, data, split: str = "test", way: int = 5, sho
 
     ckpt = best_checkpoint(Path(checkpoint))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, prep, _ = load_checkpoint(ckpt, map_location=device)
+    model, prep, meta = load_checkpoint(ckpt, map_location=device)
+    if class_map is None:  # numbered class folders: the names the checkpoint was trained with
+        class_map = dict((meta.get("train") or {}).get("class_names") or {}) or None
     model.to(device)
-    clipset = load_split(Path(data), split, min_clips=shot + 1)
+    clipset = load_split(Path(data), split, min_clips=shot + 1, class_map=class_map)
     if len(clipset.classes) < way:
         from clipfsar.runtime.errors import DatasetError
         raise DatasetError(f"split '{split}' has {len(clipset.classes)} classes; {way}-way needs {way}")

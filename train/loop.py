@@ -100,8 +100,9 @@ class Trainer:
         cfg = self.cfg
         mcfg = from_dict(ModelConfig, {"arch": cfg.arch, "weights": cfg.weights, **cfg.model}, "model config")
         n_needed = cfg.shot + cfg.query
-        self.train_set = load_split(Path(cfg.data), "train", min_clips=n_needed)
-        self.val_set = load_split(Path(cfg.data), "val", min_clips=cfg.shot + 1)
+        cmap = cfg.class_names or None  # --class-names: numbered class folders -> names
+        self.train_set = load_split(Path(cfg.data), "train", min_clips=n_needed, class_map=cmap)
+        self.val_set = load_split(Path(cfg.data), "val", min_clips=cfg.shot + 1, class_map=cmap)
         for s in (self.train_set, self.val_set):
             if len(s.classes) < cfg.way:
                 raise ClipFsarError(f"split '{s.split}' has {len(s.classes)} classes; a {cfg.way}-way episode "

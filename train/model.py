@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import resolve_arch
-from .otam import bidirectional_otam, cosine_distances
+from .otam import COS_MODES, bidirectional_otam, cosine, cosine_distances
 from .temporal import TemporalTransformer
 
 
@@ -31,6 +31,9 @@ class ModelConfig:
         beta: inference fusion weight of the video-text branch (0 = pure few-shot branch, 0.9 official).
         text_in_prototype: append the class text token to support clips before the Transformer.
         shot_pooling: ``before`` (average K shots before the Transformer, official) or ``after``.
+        cos_eps, cos_mode: the cosine of the frame distances and video-text logits. Default: the official
+            ``cos_sim`` (eps 0.01 on the product of the norms). Checkpoints saved before these keys existed load
+            with ``LEGACY_COSINE`` (eps 1e-8 on each norm), the math they were trained with.
     """
     arch: str = "ViT-B-16"
     weights: Optional[str] = None
@@ -45,9 +48,15 @@ class ModelConfig:
     beta: float = 0.0
     text_in_prototype: bool = True
     shot_pooling: str = "before"
+    cos_eps: float = 0.01
+    cos_mode: str = "product"
 
     def __post_init__(self) -> None:
         from clipfsar.runtime.errors import ConfigError
+        if self.cos_mode not in COS_MODES:
+            raise ConfigError(f"cos_mode must be one of {', '.join(COS_MODES)}, got '{self.cos_mode}'")
+        if not 0.0 <= self.cos_eps < 1.0:
+            raise ConfigError(f"cos_eps must be in [0, 1), got {self.cos_eps}")
         if self.shot_pooling not in ("before", "after"):
             raise ConfigError(f"shot_pooling must be 'before' or 'after', got '{self.shot_pooling}'")
         if self.frames < 1:
@@ -56,6 +65,10 @@ class ModelConfig:
             raise ConfigError(f"beta must be in [0, 1], got {self.beta}")
         if "{}" not in self.prompt:
             raise ConfigError(f"prompt must contain '{{}}' for the class name, got '{self.prompt}'")
+
+
+# what checkpoints and bundles made before the cosine keys existed used (eps 1e-8 on each norm)
+LEGACY_COSINE = {"cos_eps": 1e-8, "cos_mode": "norms"}
 
 
 def fuse(dist: torch.Tensor, vt_logits: torch.Tensor, beta: float, frames: int) -> Dict[str, torch.Tensor]:
@@ -117,12 +130,19 @@ class CLIPFSAR(nn.Module):
 
     @torch.no_grad()
     def text_features(self, class_names: Sequence[str]) -> torch.Tensor:
-        """Class names -> (N, D) frozen text features of the prompt, cached per name."""
-        missing = [n for n in dict.fromkeys(class_names) if n not in self._text_cache]
+        """Class names -> (N, D) frozen text features of the prompt, cached per name.
+
+        Raises:
+            ClassNameError: an empty name, a prompt longer than the text context (with the token count), or
+                two names that tokenise identically (the encoder would give them the same feature).
+        """
+        from .class_names import ClassNameError, check_prompts
+        unique = list(dict.fromkeys(class_names))
+        if any(not str(n).strip() for n in unique):
+            raise ClassNameError("a class name is empty")
+        check_prompts(self.tokenizer, self.cfg.prompt, unique)
+        missing = [n for n in unique if n not in self._text_cache]
         if missing:
-            for n in missing:
-                if not str(n).strip():
-                    raise ValueError("a class name is empty")
             tokens = self.tokenizer([self.cfg.prompt.format(n) for n in missing])
             device = self.vt_scale.device
             feats = self.clip.encode_text(tokens.to(device)).float()  # (M, D)
@@ -164,13 +184,16 @@ class CLIPFSAR(nn.Module):
         """Bidirectional OTAM distances: query (Q, T, D), prototypes (N, T, D) -> (Q, N)."""
         if query.shape[-1] != protos.shape[-1]:
             raise ValueError(f"query dim {query.shape[-1]} != prototype dim {protos.shape[-1]}")
-        return bidirectional_otam(cosine_distances(query, protos), self.cfg.otam_lambda)
+        d = cosine_distances(query, protos, self.cfg.cos_eps, self.cfg.cos_mode)  # (Q, N, T, T)
+        return bidirectional_otam(d, self.cfg.otam_lambda)
 
     def video_text_logits(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``s * cos(mean_t f, w_c)``: feats (..., B, T, D), text (..., C, D) -> (..., B, C)."""
-        v = F.normalize(feats.mean(dim=-2), dim=-1, eps=1e-8)
-        w = F.normalize(text.to(feats.dtype), dim=-1, eps=1e-8)
-        return self.vt_scale * v @ w.transpose(-1, -2)
+        if self.cfg.cos_mode == "norms":  # the pre-2026-11-30 form, kept for older checkpoints
+            v = F.normalize(feats.mean(dim=-2), dim=-1, eps=1e-8)
+            w = F.normalize(text.to(feats.dtype), dim=-1, eps=1e-8)
+            return self.vt_scale * v @ w.transpose(-1, -2)
+        return self.vt_scale * cosine(feats.mean(dim=-2), text.to(feats.dtype), self.cfg.cos_eps, "product")
 
     def classify(self, support: torch.Tensor, query: torch.Tensor, text: torch.Tensor,
                  beta: Optional[float] = None) -> Dict[str, torch.Tensor]:

@@ -61,8 +61,31 @@ def bidirectional_otam(dists: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
     return otam(dists, lam) + otam(dists.transpose(-1, -2), lam)
 
 
-def cosine_distances(query: torch.Tensor, protos: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Frame distances ``1 - cos``: query (..., Q, L, D), prototypes (..., N, M, D) -> (..., Q, N, L, M)."""
-    q = query / (query.norm(dim=-1, keepdim=True) + eps)
-    p = protos / (protos.norm(dim=-1, keepdim=True) + eps)
-    return 1 - torch.einsum("...qld,...nmd->...qnlm", q, p)
+COS_MODES = ("product", "norms")
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 0.01, mode: str = "product") -> torch.Tensor:
+    """Cosine similarity of the last dims: a (..., L, D), b (..., M, D) -> (..., L, M).
+
+    ``mode="product"`` is the official ``cos_sim(x, y, epsilon=0.01)``: ``a.b / (|a| |b| + eps)`` (eps on the
+    product of the norms). ``mode="norms"`` is the form clip-fsar used before 2026-11-30 (``a / (|a| + eps)``
+    dotted with ``b / (|b| + eps)``, eps 1e-8), kept so older checkpoints and bundles give what they gave.
+    """
+    if mode == "product":
+        num = a @ b.transpose(-1, -2)  # (..., L, M)
+        den = a.norm(dim=-1)[..., :, None] * b.norm(dim=-1)[..., None, :] + eps
+        return num / den
+    if mode == "norms":
+        return (a / (a.norm(dim=-1, keepdim=True) + eps)) @ (b / (b.norm(dim=-1, keepdim=True) + eps)).transpose(-1, -2)
+    raise ValueError(f"cosine mode must be one of {COS_MODES}, got '{mode}'")
+
+
+def cosine_distances(query: torch.Tensor, protos: torch.Tensor, eps: float = 0.01,
+                     mode: str = "product") -> torch.Tensor:
+    """Frame distances ``1 - cos``: query (..., Q, L, D), prototypes (..., N, M, D) -> (..., Q, N, L, M).
+
+    ``cos`` is :func:`cosine` (default: the official eps 0.01 on the product of the norms).
+    """
+    q = query.unsqueeze(-3)  # (..., Q, 1, L, D)
+    p = protos.unsqueeze(-4)  # (..., 1, N, M, D)
+    return 1 - cosine(q, p, eps, mode)

@@ -96,7 +96,7 @@ def test_bad_checkpoint_and_support(tmp_path, tiny_checkpoint, synth_data):
     with pytest.raises(DatasetError, match="'jumping' has 1 readable clips, fewer than --shots 2.*b.mp4"):
         export_bundle(tiny_checkpoint, sup, tmp_path / "b", shots=2)
     (sup / "jumping_").mkdir()
-    with pytest.raises(DatasetError, match="duplicate class name 'jumping'"):
+    with pytest.raises(DatasetError, match="both read as 'jumping'"):
         export_bundle(tiny_checkpoint, sup, tmp_path / "b")
     assert not (tmp_path / "b").exists()
 
