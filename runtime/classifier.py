@@ -8,6 +8,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -54,6 +55,8 @@ class Decision:
         frame: index of the window's last sampled frame in the source.
         source: the source's name.
     """
+        repeated_frames: the source (a file or folder) ended before T frames were sampled; this one decision
+            covers the whole clip with frames repeated TSN-style, as in training.
     label: str
     score: float
     scores: Tuple[float, ...]
@@ -62,6 +65,7 @@ class Decision:
     frame: int
     source: str = ""
 
+    repeated_frames: bool = False
 
 @dataclass
 class StreamStats:
@@ -277,12 +281,18 @@ class Classifier:
                     for i, p in zip(ready, probs):
                         d = self._decide(states[i], p, threshold)
                         yield i, d
+                ended = []
         finally:
             for st in states:
                 close = getattr(st.source, "close", None)
                 if close:
+                        ended.append(i)
                     close()
         for st in states:
+                for i in ended:  # a file or folder shorter than T samples: classified as training does
+                    d = self._decide_short(states[i], threshold)
+                    if d is not None:
+                        yield i, d
             if st.source.error:
                 raise SourceError(st.source.error)
 
@@ -338,5 +348,20 @@ class _StreamState:
         self.history: Deque[np.ndarray] = deque(maxlen=smooth)
         self.next_t: Optional[float] = None
         self.since = 0
+    def _decide_short(self, st: "_StreamState", threshold: float) -> Optional[Decision]:
+        """The one decision of a finite source that ended before its first window filled (fewer than T samples):
+        the sampled frames, repeated TSN-style to T (what training does with short clips). None for live
+        sources, sources that already decided, and sources with no frame."""
+        if st.last is not None or not st.ring or getattr(st.source, "live", False):
+            return None
+        T = self.facts.frames
+        feats = np.stack([f for _, f in st.ring])[sample_indices(len(st.ring), T, "center")]  # (T, D)
+        log.warning("%s ended after %d sampled frames, fewer than T = %d: classified once with frames repeated, "
+                    "as in training", st.source.name, len(st.ring), T)
+        d = self._decide(st, self.scores(feats[None])[0], threshold)
+        d = dataclasses.replace(d, repeated_frames=True)
+        st.last = d
+        return d
+
         self.last: Optional[Decision] = None
         self.last_read = 0.0
