@@ -54,9 +54,9 @@ class Decision:
         t_start, t_end: times (seconds) of the window's first and last sampled frames.
         frame: index of the window's last sampled frame in the source.
         source: the source's name.
-    """
         repeated_frames: the source (a file or folder) ended before T frames were sampled; this one decision
             covers the whole clip with frames repeated TSN-style, as in training.
+    """
     label: str
     score: float
     scores: Tuple[float, ...]
@@ -64,8 +64,8 @@ class Decision:
     t_end: float
     frame: int
     source: str = ""
-
     repeated_frames: bool = False
+
 
 @dataclass
 class StreamStats:
@@ -259,12 +259,18 @@ class Classifier:
             active = list(range(len(states)))
             while active:
                 due: List[Tuple[int, Frame]] = []
+                ended = []
                 for i in list(active):
                     frame = self._next_sample(states[i], interval, max_fps, on_frame, i)
                     if frame is None:
                         active.remove(i)
+                        ended.append(i)
                     else:
                         due.append((i, frame))
+                for i in ended:  # a file or folder shorter than T samples: classified as training does
+                    d = self._decide_short(states[i], threshold)
+                    if d is not None:
+                        yield i, d
                 if not due:
                     break
                 feats = self.encode([f.image for _, f in due])  # one encoder call for every stream
@@ -281,18 +287,12 @@ class Classifier:
                     for i, p in zip(ready, probs):
                         d = self._decide(states[i], p, threshold)
                         yield i, d
-                ended = []
         finally:
             for st in states:
                 close = getattr(st.source, "close", None)
                 if close:
-                        ended.append(i)
                     close()
         for st in states:
-                for i in ended:  # a file or folder shorter than T samples: classified as training does
-                    d = self._decide_short(states[i], threshold)
-                    if d is not None:
-                        yield i, d
             if st.source.error:
                 raise SourceError(st.source.error)
 
@@ -326,6 +326,21 @@ class Classifier:
                 self.stats.frames_sampled += 1
                 return item
 
+    def _decide_short(self, st: "_StreamState", threshold: float) -> Optional[Decision]:
+        """The one decision of a finite source that ended before its first window filled (fewer than T samples):
+        the sampled frames, repeated TSN-style to T (what training does with short clips). None for live
+        sources, sources that already decided, and sources with no frame."""
+        if st.last is not None or not st.ring or getattr(st.source, "live", False):
+            return None
+        T = self.facts.frames
+        feats = np.stack([f for _, f in st.ring])[sample_indices(len(st.ring), T, "center")]  # (T, D)
+        log.warning("%s ended after %d sampled frames, fewer than T = %d: classified once with frames repeated, "
+                    "as in training", st.source.name, len(st.ring), T)
+        d = self._decide(st, self.scores(feats[None])[0], threshold)
+        d = dataclasses.replace(d, repeated_frames=True)
+        st.last = d
+        return d
+
     def _decide(self, st: "_StreamState", probs: np.ndarray, threshold: float) -> Decision:
         t0 = time.perf_counter()
         st.history.append(probs)
@@ -348,20 +363,5 @@ class _StreamState:
         self.history: Deque[np.ndarray] = deque(maxlen=smooth)
         self.next_t: Optional[float] = None
         self.since = 0
-    def _decide_short(self, st: "_StreamState", threshold: float) -> Optional[Decision]:
-        """The one decision of a finite source that ended before its first window filled (fewer than T samples):
-        the sampled frames, repeated TSN-style to T (what training does with short clips). None for live
-        sources, sources that already decided, and sources with no frame."""
-        if st.last is not None or not st.ring or getattr(st.source, "live", False):
-            return None
-        T = self.facts.frames
-        feats = np.stack([f for _, f in st.ring])[sample_indices(len(st.ring), T, "center")]  # (T, D)
-        log.warning("%s ended after %d sampled frames, fewer than T = %d: classified once with frames repeated, "
-                    "as in training", st.source.name, len(st.ring), T)
-        d = self._decide(st, self.scores(feats[None])[0], threshold)
-        d = dataclasses.replace(d, repeated_frames=True)
-        st.last = d
-        return d
-
         self.last: Optional[Decision] = None
         self.last_read = 0.0
