@@ -132,6 +132,11 @@ def test_bundle_without_tokenizer_or_graph(bundle):
         Enroller(Bundle.open(bundle))
     r = subprocess.run(CLI + ["enroll", str(bundle), "--name", "x"], capture_output=True, text=True)
     assert r.returncode == 2 and "no tokenizer file" in r.stderr and "Traceback" not in r.stderr
+    data = json.loads((bundle / "manifest.json").read_text())
+    data["graphs"].pop("support_head")
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    r = subprocess.run(CLI + ["enroll", str(bundle), "--name", "x"], capture_output=True, text=True)
+    assert r.returncode == 2 and "support_head" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
