@@ -69,8 +69,8 @@ def _parity_episodes(model, graphs: Dict[str, OnnxGraph], pixels: np.ndarray, te
 
 def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1,
                   classes_file: Optional[Path] = None, force: bool = False, parity_episodes: int = 50,
-                  window_seconds: Optional[float] = None, calib_data: Optional[Path] = None,
-                  calib_episodes: int = 300, class_map: Optional[Dict[str, str]] = None,
+                  window_seconds: Optional[float] = None, val_data: Optional[Path] = None,
+                  val_episodes: int = 300, class_map: Optional[Dict[str, str]] = None,
                   external_data: Optional[bool] = None) -> Bundle:
     """Export a checkpoint and a support folder into a bundle at ``out``.
 
@@ -78,9 +78,9 @@ def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1
     map stored with the checkpoint is used. Graphs over 2 GB are written with ONNX external data
     (``external_data`` forces it on or off), listed with their hashes in the manifest.
 
-    The bundle also gets the runtime tokenizer file (on-device enrolment) and, when ``calib_data`` (default: the
+    The bundle also gets the runtime tokenizer file (on-device enrolment) and, when ``val_data`` (default: the
     support folder, if it has ``splits/val.txt``) has a val split, the temperature of the calibrated probabilities
-    fitted on ``calib_episodes`` val episodes (runtime/calibration.py).
+    fitted on ``val_episodes`` val episodes (runtime/calibration.py).
 
     Example:
         >>> export_bundle(Path("runs/a"), Path("support/"), Path("bundle"), shots=5)
@@ -149,10 +149,10 @@ def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1
         if tok is not None:
             files[tok[1]["file"]], manifest["tokenizer"] = tok
         bundle = write_bundle(out, manifest, files, store, force=force)
-    if calib_data is None and (Path(support_dir) / "splits" / "val.txt").is_file():
-        calib_data = Path(support_dir)
-    if calib_data is not None and calib_episodes > 0:  # temperature of the calibrated probabilities (val)
-        fit_and_store_calibration(bundle, Path(calib_data), "val", shots, calib_episodes)
+    if val_data is None and (Path(support_dir) / "splits" / "val.txt").is_file():
+        val_data = Path(support_dir)
+    if val_data is not None and val_episodes > 0:  # temperature of the calibrated probabilities (val)
+        fit_and_store_calibration(bundle, Path(val_data), "val", shots, val_episodes)
         bundle = Bundle.open(out)
     log.info("bundle written: %s", out)
     return bundle

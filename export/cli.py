@@ -30,10 +30,15 @@ from .engine_hook import build_export_engines, engine_export_options, engine_req
 @click.option("--calib-frames", default=512, show_default=True, help="Calibration frames.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="Static int8 calibration method.")
+@click.option("--val-data", type=click.Path(path_type=Path),
+              help="Dataset with splits/val.txt to fit the temperature of the calibrated scores on (default: "
+                   "--support, if it has one).")
+@click.option("--val-episodes", default=300, show_default=True, help="Val episodes for that fit (0: no fit).")
 def export(checkpoint: Path, support_dir: Path, out: Path, shots: int, classes_file: Optional[Path],
            window_seconds: Optional[float], force: bool, precision_text: str = "fp32",
            calib_data: Optional[Path] = None, calib_split: Optional[str] = None, calib_frames: int = 512,
-           calib_method: str = "minmax", class_names_file: Optional[Path] = None, **engine_kw) -> None:
+           calib_method: str = "minmax", class_names_file: Optional[Path] = None, val_data: Optional[Path] = None,
+           val_episodes: int = 300, **engine_kw) -> None:
     """Export ONNX graphs, text-enhanced prototypes and the manifest (with parity) into a bundle."""
     from clipfsar.calib.cli import parse_precisions
 
@@ -46,13 +51,17 @@ def export(checkpoint: Path, support_dir: Path, out: Path, shots: int, classes_f
     from clipfsar.train.class_names import load_class_map
     class_map = load_class_map(class_names_file) if class_names_file else None
     bundle = export_bundle(checkpoint, support_dir, out, shots, classes_file, force, window_seconds=window_seconds,
-                           class_map=class_map)
+                           class_map=class_map, val_data=val_data, val_episodes=val_episodes)
     parity = bundle.manifest.parity
     click.echo(f"bundle: {out} ({len(bundle.store.class_names)} classes, {shots} shots)")
     for g, d in parity["graphs"].items():
         click.echo(f"  {g:<14} onnxruntime vs torch max abs diff {d:.2e}")
     ep = parity["episodes"]
     click.echo(f"  episodes: {ep['same_predictions']}/{ep['episodes']} same predictions as the checkpoint")
+    cal = bundle.manifest.calibration
+    if cal:
+        click.echo(f"  calibrated scores: temperature {cal['temperature']:.4f} on {cal['fitted_on']['episodes']} val "
+                   f"episodes; ECE {cal['ece_paper']:.3f} (paper) -> {cal['ece_calibrated']:.3f}")
     if precisions:
         from clipfsar.calib.calibrate import calibrate_bundle
         from clipfsar.calib.report import format_report
