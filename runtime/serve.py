@@ -14,6 +14,9 @@ model               inputs                                          outputs
                                                                     ``distances``: FP32 (N,), N = classes
 ``bundle_info``     ``client`` BYTES (1,), any text (logged)          ``info`` BYTES (1,): JSON (graph sha256s and
                                                                     precisions, store digest, classes, T, D, H)
+``enroll``          ``name``, ``mode`` BYTES (1,); ``frames`` UINT8    ``info`` (after the store was rewritten)
+                    (F, H, W, 3); ``clip_lengths`` INT32 (K,)
+                    (not batched; see :meth:`BundleServer._enroll`)
 ==================  ==============================================  ===============================================
 
 ``query_head`` uses the server's prototype store: clients send only their window's features. Clients check
@@ -55,7 +58,7 @@ from .bundle import Bundle
 from .engines import create_graph
 from .errors import ClipFsarError
 from .precision import choose_precisions
-from .serve_protocol import HEAD_OUTPUTS, INFO_MODEL, SERVED_INPUTS, store_digest
+from .serve_protocol import ENROLL_MODEL, HEAD_OUTPUTS, INFO_MODEL, SERVED_INPUTS, store_digest
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +181,7 @@ class BundleServer:
                                        spec=graphs[g], graph_sha256=self.bundle.graph_sha256(g, self.precisions[g]))
                        for g in SERVED_GRAPHS}
         self._store_lock = threading.Lock()
+        self._enroller = None
         self._triton = None
 
     # ----- what is served ---------------------------------------------------------------------------------------
@@ -206,6 +210,30 @@ class BundleServer:
         out = self.graphs["query_head"].run(query=np.ascontiguousarray(query, np.float32),
                                             prototypes=store.prototypes, text=store.text_features)
         return {k: out[k] for k in HEAD_OUTPUTS}
+
+    def _enroll(self, requests) -> List[Dict[str, np.ndarray]]:
+        """``enroll``: name BYTES (1,), mode BYTES (1,) (new/add/replace), frames UINT8 (F, H, W, 3) (every clip's
+        BGR frames, one after another), clip_lengths INT32 (K,) (frames per clip; K = 0: zero-shot) -> info.
+        The store is rewritten atomically (runtime/enroll.py) and the head uses it from the next call."""
+        from .enroll import Enroller
+        out = []
+        for r in requests:
+            name = r["name"].ravel()[0].decode()
+            mode = r["mode"].ravel()[0].decode()
+            frames, lengths = r["frames"], [int(n) for n in r["clip_lengths"].ravel()]
+            if sum(lengths) != len(frames) or any(n < 1 for n in lengths):
+                raise ClipFsarError(f"enroll '{name}': clip_lengths {lengths} do not split {len(frames)} frames")
+            starts = np.cumsum([0] + lengths)
+            clips = [list(frames[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+            with self._store_lock:
+                if self._enroller is None:
+                    self._enroller = Enroller(self.bundle, backend="cpu")
+                self._enroller.bundle = self.bundle
+                self.bundle = self._enroller.enroll(name, clips, mode)
+            log.info("enrolled '%s' (%s, %d clips): %d classes", name, mode, len(clips),
+                     len(self.bundle.store.class_names))
+            out.append({"info": np.array([json.dumps(self.info()).encode()], dtype=np.bytes_)})
+        return out
 
     def _info(self, client: np.ndarray) -> Dict[str, np.ndarray]:
         log.debug("bundle_info asked by %s", client.ravel()[:1])
@@ -242,6 +270,11 @@ class BundleServer:
                         inputs=[Tensor(name="query", dtype=np.float32, shape=(T, D))],
                         outputs=[Tensor(name=n, dtype=np.float32, shape=(-1,)) for n in HEAD_OUTPUTS],
                         config=batched, strict=True)
+            triton.bind(ENROLL_MODEL, self._enroll, inputs=[
+                Tensor(name="name", dtype=np.bytes_, shape=(1,)), Tensor(name="mode", dtype=np.bytes_, shape=(1,)),
+                Tensor(name="frames", dtype=np.uint8, shape=(-1, -1, -1, 3)),
+                Tensor(name="clip_lengths", dtype=np.int32, shape=(-1,))],
+                outputs=[Tensor(name="info", dtype=np.bytes_, shape=(1,))], config=ModelConfig(batching=False))
             triton.bind(INFO_MODEL, batch(self._info), inputs=[Tensor(name="client", dtype=np.bytes_, shape=(1,))],
                         outputs=[Tensor(name="info", dtype=np.bytes_, shape=(1,))],
                         config=ModelConfig(max_batch_size=8))
@@ -287,4 +320,4 @@ def _use_stub_env(env: Path) -> None:
 
 def served_models() -> List[str]:
     """The model names a server of a bundle exposes."""
-    return [*SERVED_GRAPHS, INFO_MODEL]
+    return [*SERVED_GRAPHS, ENROLL_MODEL, INFO_MODEL]

@@ -9,6 +9,7 @@ import numpy as np
 SERVED_INPUTS = {"image_encoder": ("images",), "query_head": ("query",)}  # graph -> inputs a client sends
 HEAD_OUTPUTS = ("probs", "p_fewshot", "p_videotext", "distances")
 INFO_MODEL = "bundle_info"
+ENROLL_MODEL = "enroll"
 
 
 def store_digest(prototypes: np.ndarray, text: np.ndarray) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 from urllib.parse import parse_qs, urlsplit
@@ -29,13 +30,13 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from .errors import BundleError, ClipFsarError
-from .serve_protocol import HEAD_OUTPUTS, INFO_MODEL, SERVED_INPUTS, store_digest
+from .serve_protocol import ENROLL_MODEL, HEAD_OUTPUTS, INFO_MODEL, SERVED_INPUTS, store_digest
 
 log = logging.getLogger(__name__)
 
 SCHEMES = ("grpc", "triton", "http")
-_DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
-           np.dtype(np.uint8): "UINT8", np.dtype(np.float16): "FP16"}
+_DTYPES = {np.dtype(np.object_): "BYTES", np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32",
+           np.dtype(np.int64): "INT64", np.dtype(np.uint8): "UINT8", np.dtype(np.float16): "FP16"}
 
 
 class ServerUnavailableError(ClipFsarError):
@@ -180,7 +181,7 @@ class TritonConnection:
             except Exception as e:  # noqa: BLE001 - tritonclient and its transports raise many types
                 if not self._is_transport_error(e):
                     shapes = ", ".join(f"{k} {tuple(np.shape(v))} {np.asarray(v).dtype}" for k, v in inputs.items())
-                    raise ServerRequestError(f"server {self.url} rejected {model}({shapes}): {_short(e)}") from e
+                    raise ServerRequestError(f"server {self.url} rejected {model}({shapes}): {_reason(e)}") from e
                 last = e
                 self._close_client()
                 if attempt < self.retries:
@@ -190,6 +191,28 @@ class TritonConnection:
                     wait = min(wait * 2, self.max_backoff)
         raise ServerUnavailableError(f"server {self.url} unreachable after {self.retries + 1} attempt(s) "
                                      f"({model}): {_short(last)}")
+
+    def enroll(self, name: str, clips: Sequence[Sequence[np.ndarray]] = (), mode: str = "new") -> Dict[str, Any]:
+        """Enrol class ``name`` on the server from clips given as uint8 BGR frames (decoded here; every frame of one
+        call the same size; none: zero-shot). ``mode``: ``new``, ``add`` or ``replace`` (runtime/enroll.py).
+
+        Returns the server's new ``bundle_info``. Clients whose bundle lacks the class are refused from then on
+        (their store digest differs) until they use a bundle with the same store.
+        Raises:
+            ServerRequestError: the server refused (its reason: name taken, frames of different sizes, ...).
+        """
+        frames = [np.asarray(f, np.uint8) for clip in clips for f in clip]
+        if len({f.shape for f in frames}) > 1:
+            raise ServerRequestError(f"enroll '{name}': frames of different sizes "
+                                     f"{sorted({f.shape for f in frames})}; resize them to one size first")
+        stacked = np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)
+        out = self.infer(ENROLL_MODEL, {"name": np.array([name.encode()], dtype=np.object_),
+                                        "mode": np.array([mode.encode()], dtype=np.object_),
+                                        "frames": stacked,
+                                        "clip_lengths": np.array([len(c) for c in clips], np.int32)}, ["info"])
+        raw = out["info"].ravel()[0]
+        self.info = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        return self.info
 
     def _close_client(self) -> None:
         if self._client is not None:
@@ -209,6 +232,17 @@ class TritonConnection:
         if self.protocol == "http":
             return self._client.get_inference_statistics(model)
         return self._client.get_inference_statistics(model, as_json=True)
+
+
+def _reason(e: BaseException) -> str:
+    """The server's reason, on one line: PyTriton wraps a model's exception in a traceback; keep its last line
+    (``EnrollError: class 'x' is already enrolled``) after Triton's first."""
+    msg = e.message() if hasattr(e, "message") and callable(e.message) else str(e)
+    lines = [ln.strip() for ln in str(msg or type(e).__name__).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception): ", ln)]
+    if "Traceback (most recent call last)" in (msg or "") and errors:
+        return f"{lines[0].split(', message:')[0]}: {errors[-1]}"
+    return " ".join(lines)[:2000]
 
 
 def _short(e: Optional[BaseException]) -> str:

@@ -56,6 +56,7 @@ class ServerProcess:
     """`clipfsar serve` in a subprocess; ``start()`` returns once it prints its ready line."""
 
     def __init__(self, bundle, ports, tmp, *extra):
+        """``bundle``: the folder served; ``ports``: http, grpc, metrics."""
         self.bundle, self.ports, self.tmp, self.extra = bundle, ports, Path(tmp), extra
         self.proc = None
 
@@ -100,7 +101,9 @@ class ServerProcess:
 def server(tiny_bundle, tmp_path_factory):
     if WHY is not None:
         pytest.skip(f"PyTriton cannot run here: {WHY}")
-    srv = ServerProcess(tiny_bundle, free_ports(3), tmp_path_factory.mktemp("serve"), "--queue-delay-us", "20000",
+    served = tmp_path_factory.mktemp("served") / "bundle"  # a copy: the enrolment test changes its store
+    shutil.copytree(tiny_bundle, served)
+    srv = ServerProcess(served, free_ports(3), tmp_path_factory.mktemp("serve"), "--queue-delay-us", "20000",
                         "--threads", "1")
     srv.start()
     yield srv
@@ -255,6 +258,35 @@ def test_server_killed_mid_stream_no_decision_invented(tiny_bundle, stream_file,
     srv.proc.wait(10)
     assert len(got) == 2  # nothing after the kill
     srv.proc = None
+
+
+@needs_server
+def test_enroll_through_the_server(server, tiny_bundle, synth_data, tmp_path):
+    """Last of the server tests: it changes the served store."""
+    from clipfsar.runtime.serve_protocol import store_digest
+    from clipfsar.runtime.triton_client import ServerMismatchError, ServerRequestError, TritonConnection
+    from clipfsar.runtime.video import count_frames, read_frames
+    cls = (synth_data / "splits" / "train.txt").read_text().split()[0]
+    clips = [read_frames(c, list(range(count_frames(c)))) for c in sorted((synth_data / cls).glob("*.mp4"))[:2]]
+    local = tmp_path / "local"
+    shutil.copytree(server.bundle, local)
+    Classifier.load(local, backend="cpu").enroll("a new action", clips)  # the same enrolment, on this side
+    conn = TritonConnection(server.grpc)
+    info = conn.enroll("a new action", clips)
+    assert "a new action" in info["classes"]
+    local_clf = Classifier.load(local, backend="cpu")
+    assert info["store_digest"] == store_digest(local_clf.bundle.store.prototypes,
+                                                local_clf.bundle.store.text_features)
+    remote = Classifier.load(local, backend=server.grpc)  # a client with the enrolled store: served
+    a, b = local_clf.classify_clip(clips[0]), remote.classify_clip(clips[0])
+    assert a.label == b.label and np.abs(np.subtract(a.scores, b.scores)).max() <= 1e-5
+    with pytest.raises(ServerMismatchError, match="other classes"):  # the old store: refused
+        Classifier.load(tiny_bundle, backend=server.grpc).classify_clip(clips[0])
+    with pytest.raises(ServerRequestError, match="a new action"):
+        conn.enroll("a new action", clips)  # taken
+    with pytest.raises(ServerRequestError, match="different sizes"):
+        conn.enroll("odd", [[np.zeros((8, 8, 3), np.uint8), np.zeros((9, 9, 3), np.uint8)]])
+    conn.close()
 
 
 # ----- bad input that needs no running server -------------------------------------------------------------------
