@@ -191,13 +191,13 @@ def oscr(known: np.ndarray, known_correct: np.ndarray, unknown: np.ndarray) -> f
 
 def fit_report(tau: float, distances: np.ndarray, labels: np.ndarray, frames: int,
                zero_shot: Optional[Dict[str, float]] = None, episodes: int = 0) -> Dict:
-    """The manifest's ``calibration`` entry: temperature, ECE of the paper's probability and of the calibrated one."""
-    paper = softmax(-distances / frames)
-    cal = softmax(-distances / tau)
+    """The manifest's ``calibration`` entry: ``tau``, and the ECE / NLL of the paper's ``softmax(-D / T)`` and of
+    the calibrated ``softmax(-D / tau)`` on the fitting queries (D: (M, N) distances, labels: (M,))."""
+    paper, cal = -distances / frames, -distances / tau
     out = {"temperature": float(tau), "fitted_on": {"queries": int(len(labels)), "episodes": int(episodes)},
-           "ece_paper": expected_calibration_error(paper, labels), "ece_calibrated": expected_calibration_error(
-               cal, labels), "nll_paper": _nll(-distances / frames, labels), "nll_calibrated": _nll(-distances / tau,
-                                                                                                    labels)}
+           "ece_paper": expected_calibration_error(softmax(paper), labels),
+           "ece_calibrated": expected_calibration_error(softmax(cal), labels),
+           "nll_paper": _nll(paper, labels), "nll_calibrated": _nll(cal, labels)}
     if zero_shot is not None:
         out["zero_shot"] = zero_shot
     return out
