@@ -34,13 +34,21 @@ def int8_mode_for(arch: str, mode: str = "auto") -> str:
 
 
 def _preprocessed(src: Path, work: Path) -> Path:
-    """onnxruntime's recommended pre-processing (shape inference, graph optimisation) before quantization."""
+    """onnxruntime's recommended pre-processing (shape inference, graph optimisation) before quantization.
+
+    The exporter's recorded intermediate shapes are dropped first and inferred again: the RN50 image encoder
+    carries one that ONNX's strict shape inference (which the quantizer runs) rejects (2048 vs 1024).
+    """
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    out = work / "pre.onnx"
+    model = onnx.load(str(src))
+    del model.graph.value_info[:]
+    clean, out = work / "clean.onnx", work / "pre.onnx"
+    onnx.save(model, str(clean), save_as_external_data=model.ByteSize() > 1_800_000_000)
     try:
-        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+        quant_pre_process(str(clean), str(out), skip_symbolic_shape=True)
     except Exception:  # an optimisation the quantizer's helper cannot do: quantize the graph as exported
-        return src
+        return clean
     return out
 
 
