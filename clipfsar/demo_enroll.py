@@ -1,0 +1,78 @@
+"""The demo's device-side step: enrol a held-out class torch-free, fit "unknown", stream it and an unknown action.
+
+Everything here runs ``clipfsar`` in a subprocess where torch, torchvision and open_clip cannot be imported (stub
+packages that raise ImportError shadow them), as on a device with the runtime only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import click
+import numpy as np
+
+
+def torch_free_env(folder: Path) -> Dict[str, str]:
+    """An environment whose Python cannot import torch, torchvision or open_clip."""
+    for name in ("torch", "torchvision", "open_clip"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "__init__.py").write_text(f"raise ImportError('{name} is not installed on this device')\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(folder)] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def _clipfsar(args: List[str], env: Dict[str, str]) -> str:
+    r = subprocess.run([sys.executable, "-m", "clipfsar", *args], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise click.ClickException(f"clipfsar {args[0]} failed on the device side:\n{r.stderr[-2000:]}")
+    return r.stdout
+
+
+def enrol_and_stream(out: Path, bundle: Path, data: Path, splits: Dict[str, List[str]], seed: int = 0,
+                     shots: int = 5, far: float = 0.05) -> Dict:
+    """Enrol ``splits['val'][0]`` from ``shots`` clips, fit the threshold on the other val classes, then stream a
+    video of the enrolled action followed by ``splits['val'][1]`` (not enrolled): it should come out ``unknown``.
+
+    Returns:
+        counts of windows labelled as expected inside each part.
+    """
+    from clipfsar.train.synth import folder_name, render_clip, write_video
+
+    env = torch_free_env(out / "device_no_torch")
+    held, other = splits["val"][0], splits["val"][1]
+    clips = [str(p) for p in sorted((data / folder_name(held)).glob("*.mp4"))[:shots]]
+    click.echo(_clipfsar(["enroll", str(bundle), "--name", held, *clips], env).strip())
+    click.echo(_clipfsar(["calibrate-threshold", str(bundle), "--data", str(data), "--split", "val", "--far",
+                          str(far), "--episodes", "300"], env).rstrip())
+    rng = np.random.default_rng(seed + 200)
+    frames, parts = [], []
+    for name in (held, other):
+        shape, motion = name[2:].split(" ", 1)
+        parts.append((len(frames) / 12, name))
+        frames += render_clip(shape, motion, rng, 96, 48)
+    video = out / "enrol_stream.mp4"
+    write_video(video, frames, fps=12)
+    lines = _clipfsar(["run", str(bundle), "--source", str(video), "--json", "--window", "2.0", "--hop", "0.5",
+                       "--smooth", "2"], env).splitlines()
+    counts = {"enrolled_ok": 0, "enrolled_windows": 0, "unknown_ok": 0, "unknown_windows": 0}
+    for d in map(json.loads, lines):
+        start = [s for s, _ in parts if s <= d["t_start"] + 1e-6][-1]
+        playing = dict(parts)[start]
+        inside = d["t_end"] < next((s for s, _ in parts if s > d["t_start"] + 1e-6), 1e9)
+        expected = held if playing == held else "unknown"
+        mark = "" if not inside else ("ok" if d["label"] == expected else "wrong")
+        if inside:
+            key = "enrolled" if playing == held else "unknown"
+            counts[f"{key}_windows"] += 1
+            counts[f"{key}_ok"] += mark == "ok"
+        click.echo(f"  [{d['t_start']:5.2f}-{d['t_end']:5.2f}s] {d['label']:<30} {d['score']:.2f}  "
+                   f"(playing: {playing}{'' if playing == held else ', not enrolled'}) {mark}")
+    click.echo(f"{counts['enrolled_ok']}/{counts['enrolled_windows']} windows of the enrolled class labelled "
+               f"'{held}', {counts['unknown_ok']}/{counts['unknown_windows']} windows of '{other}' (not enrolled) "
+               f"labelled 'unknown'")
+    return counts
