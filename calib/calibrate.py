@@ -33,11 +33,15 @@ INT8_GRAPHS = ("image_encoder", "text_encoder")
 
 
 def _text_tokens(bundle: Bundle) -> Optional[np.ndarray]:
-    """Tokens of the bundle's class prompts (open_clip's tokenizer, on the export side), or None without it."""
+    """Tokens of the bundle's class prompts (the bundle's own tokenizer, else open_clip's), or None without one."""
+    prompts = [bundle.manifest.model.prompt.format(n) for n in bundle.store.class_names]
     try:
+        if bundle.manifest.tokenizer:
+            from clipfsar.runtime.tokenizer import ClipTokenizer
+            return ClipTokenizer.from_manifest(bundle.root, bundle.manifest.tokenizer)(prompts)
         from clipfsar.export.bundle_eval import _tokens
         return _tokens(bundle, list(bundle.store.class_names))
-    except Exception as e:  # no open_clip here: the text encoder's variants are made but not measured
+    except Exception as e:  # no tokenizer here: the text encoder's variants are made but not measured
         log.warning("text encoder variants not measured: no tokenizer (%s)", e)
         return None
 
