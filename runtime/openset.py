@@ -24,7 +24,8 @@ from .engines import OnnxGraph
 from .errors import DatasetError
 from .preprocess import preprocess_frames
 from .tokenizer import ClipTokenizer
-from .video import VIDEO_EXTS, is_clip, read_clip
+from .splits import group_entries, parse_split
+from .video import VIDEO_EXTS, is_clip, natural_sorted, read_clip
 
 
 def read_split(root: Path, split: str) -> Dict[str, List[Path]]:
@@ -38,24 +39,25 @@ def read_split(root: Path, split: str) -> Dict[str, List[Path]]:
     lst = root / "splits" / f"{split}.txt"
     if not lst.is_file():
         raise DatasetError(f"split list not found: {lst} (expected {root}/splits/{{train,val,test}}.txt)")
-    folders = {p.name.replace("_", " ").strip(): p for p in sorted(root.iterdir())
+    folders = {" ".join(p.name.replace("_", " ").split()): p for p in natural_sorted(root.iterdir())
                if p.is_dir() and p.name != "splits" and not p.name.startswith(".")}
+    keys = {k: name for name, p in folders.items() for k in (p.name, name)}
+
+    def find(name: str, clip: Path):
+        cands = [folders[name] / clip] + [folders[name] / f"{clip.as_posix()}{e}" for e in VIDEO_EXTS]
+        return next((c for c in cands if c.exists()), None)
+
+    # every split form training reads (BOM, official CLIP-FSAR paths, MMAction2 lines, backslashes): runtime/splits.py
+    entries = parse_split(lst, lambda c: keys.get(c) or keys.get(" ".join(c.replace("_", " ").split())),
+                          lambda name, clip: find(name, clip) is not None)
     out: Dict[str, List[Path]] = {}
-    for line in (ln.strip() for ln in lst.read_text().splitlines()):
-        if not line or line.startswith("#"):
-            continue
-        cls, _, clip = line.partition("/")
-        name = cls.replace("_", " ").strip()
-        if name not in folders:
-            raise DatasetError(f"split '{split}' names class '{cls}', which has no folder under {root}")
-        if clip:
-            cands = [folders[name] / clip] + [folders[name] / f"{clip}{e}" for e in VIDEO_EXTS]
-            found = next((c for c in cands if c.exists()), None)
-            if found is None:
-                raise DatasetError(f"split '{split}' names clip '{line}', which is not under {root}")
-            out.setdefault(name, []).append(found)
-        else:
-            out[name] = sorted(p for p in folders[name].iterdir() if not p.name.startswith(".") and is_clip(p))
+    for name, rels in group_entries(entries, f"split list {lst}").items():
+        for rel in rels:
+            if rel is None:
+                out.setdefault(name, []).extend(natural_sorted(
+                    p for p in folders[name].iterdir() if not p.name.startswith(".") and is_clip(p)))
+            else:
+                out.setdefault(name, []).append(find(name, rel))
     if not out:
         raise DatasetError(f"split list {lst} is empty")
     return out

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from clipfsar.runtime.errors import DatasetError
+from .errors import DatasetError
 
 FORMATS = ("a class ('brush_hair'), a clip ('brush_hair/clip_name', extension optional), a path whose last "
            "class folder names the class ('train3//videos/brush_hair/clip.avi', '/data/hmdb51/brush_hair/clip.avi', "
