@@ -46,12 +46,16 @@ class ReplaySource:
             offset += last + 1.0 / self.fps
 
 
-def run_bench(bundle: Path, source: Path, backends: Optional[List[str]] = None, total_frames: int = 10000) -> Dict:
-    """Stream ``source`` (replayed to ``total_frames``) through each backend; returns the measurements."""
+def run_bench(bundle: Path, source: Path, backends: Optional[List[str]] = None, total_frames: int = 10000,
+              threads: int = 0) -> Dict:
+    """Stream ``source`` (replayed to ``total_frames``) through each backend; returns the measurements.
+
+    ``threads``: onnxruntime intra-op threads (0 = its default); spinning is off (the decoder shares the cores).
+    """
     backends = backends or usable_backends()
     results = []
     for backend in backends:
-        clf = Classifier.load(bundle, backend=backend)
+        clf = Classifier.load(bundle, backend=backend, threads=threads, spinning=False)
         for d in clf.stream(ReplaySource(source, 200)):  # warm-up (session initialisation, allocator)
             pass
         clf.stats = type(clf.stats)()
@@ -69,5 +73,5 @@ def run_bench(bundle: Path, source: Path, backends: Optional[List[str]] = None, 
             "sampled": s.frames_sampled, "encoder_calls": s.encoder_calls, "decisions": s.decisions,
             "decisions_per_s": s.decisions / wall, "frames_per_s": s.frames_read / wall,
             "ms_per_decision": ms, "overhead_vs_encoder": around / max(s.seconds["encoder"], 1e-9),
-            "rss_mb_start": rss_start, "rss_mb_end": rss_mb(), "wall_s": wall})
+            "rss_mb_start": rss_start, "rss_mb_end": rss_mb(), "wall_s": wall, "threads": threads})
     return {"bundle": str(bundle), "source": str(source), "backends": results}

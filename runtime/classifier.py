@@ -84,13 +84,13 @@ class StreamStats:
 class Classifier:
     """Few-shot action classifier over a bundle, torch-free (onnxruntime + numpy + OpenCV)."""
 
-    def __init__(self, bundle: Bundle, backend: str = "auto", threads: int = 0):
+    def __init__(self, bundle: Bundle, backend: str = "auto", threads: int = 0, spinning: bool = True):
         self.bundle = bundle
         facts = bundle.manifest.model
         self.facts, self.prep = facts, facts.preprocess
         cache = bundle.root / "engines"
-        self.image_encoder = OnnxGraph(bundle.graph_path("image_encoder"), backend, cache, threads)
-        self.query_head = OnnxGraph(bundle.graph_path("query_head"), backend, cache, threads)
+        self.image_encoder = OnnxGraph(bundle.graph_path("image_encoder"), backend, cache, threads, spinning)
+        self.query_head = OnnxGraph(bundle.graph_path("query_head"), backend, cache, threads, spinning)
         self.backend = self.image_encoder.backend
         self.providers = {"image_encoder": self.image_encoder.providers[0],
                           "query_head": self.query_head.providers[0]}
@@ -139,17 +139,19 @@ class Classifier:
 
 
     @staticmethod
-    def load(bundle: Union[str, Path], backend: str = "auto", threads: int = 0) -> "Classifier":
+    def load(bundle: Union[str, Path], backend: str = "auto", threads: int = 0, spinning: bool = True
+             ) -> "Classifier":
         """Open and validate a bundle and create its inference sessions.
 
         Args:
             bundle: the bundle folder.
             backend: ``auto`` (the best that truly runs), ``tensorrt``, ``cuda`` or ``cpu``.
             threads: CPU threads per session (0 = onnxruntime's default).
+            spinning: let idle onnxruntime threads spin (False when a video decoder shares the cores).
         Raises:
             BundleError: the bundle fails validation. BackendUnavailableError: the backend cannot run here.
         """
-        clf = Classifier(Bundle.open(Path(bundle)), backend, threads)
+        clf = Classifier(Bundle.open(Path(bundle)), backend, threads, spinning)
         log.info("bundle %s: %d classes; image encoder on %s, heads on %s", bundle, len(clf.class_names),
                  clf.providers["image_encoder"], clf.providers["query_head"])
         return clf

@@ -35,15 +35,32 @@ def _decision_json(d, names) -> str:
 @click.option("--save", type=click.Path(path_type=Path), help="Write the annotated video here (.mp4, .avi).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per decision on stdout.")
 @click.option("--max-fps", type=float, help="Read at most this many frames per second.")
-@click.option("--live", is_flag=True, help="Treat a file like a live source (newest frame only).")
+@click.option("--live", is_flag=True, help="Treat a file like a live source (newest frame only, played at its "
+              "frame rate, ends at its end).")
+@click.option("--open-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Live sources: seconds one open attempt may take.")
+@click.option("--read-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Live sources: seconds without a frame before it counts as a dropout (then reconnect).")
+@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Live sources: reopen attempts (backoff 0.5 s doubling to 8 s) after a failed open or a dropout.")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="onnxruntime intra-op threads (0 = its default: one per core; default: measured best for "
+                   "streaming, see README).")
 def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: Optional[float], threshold: Optional[float],
-        smooth: int, show: bool, save: Optional[Path], as_json: bool, max_fps: Optional[float], live: bool) -> None:
-    """Classify a camera, file or network stream with a bundle."""
+        smooth: int, show: bool, save: Optional[Path], as_json: bool, max_fps: Optional[float], live: bool,
+        open_timeout: float, read_timeout: float, retries: int, threads: Optional[int]) -> None:
+    """Classify a camera, file or network stream with a bundle.
+
+    A live source that stops delivering is reopened; it gives up after at most
+    read-timeout + retries x (open-timeout + read-timeout) + the backoff waits (70.5 s with the defaults).
+    """
     from .classifier import Classifier
     from .sources import open_source
+    from .threads import streaming_threads
 
-    clf = Classifier.load(bundle, backend=backend)
-    src = open_source(source, live=live or None)
+    clf = Classifier.load(bundle, backend=backend, threads=streaming_threads(threads), spinning=False)
+    src = open_source(source, live=live or None, open_timeout=open_timeout, read_timeout=read_timeout,
+                      max_retries=retries)
     click.echo(f"backend: image encoder on {clf.providers['image_encoder']}, heads on {clf.providers['query_head']}",
                err=True)
     thr = clf.default_threshold if threshold is None else threshold
@@ -79,11 +96,14 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
 @click.option("--frames", "total_frames", default=10000, show_default=True,
               help="Frames to stream (the file is replayed) for the memory check.")
 @click.option("--json", "as_json", is_flag=True)
-def bench(bundle: Path, source: Path, backends, total_frames: int, as_json: bool) -> None:
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="onnxruntime intra-op threads (0 = its default; default: as `clipfsar run`).")
+def bench(bundle: Path, source: Path, backends, total_frames: int, as_json: bool, threads: Optional[int]) -> None:
     """Per-stage latency, decisions/s and resident memory over a long stream, per backend."""
     from .bench import run_bench
+    from .threads import streaming_threads
 
-    report = run_bench(bundle, source, list(backends) or None, total_frames)
+    report = run_bench(bundle, source, list(backends) or None, total_frames, threads=streaming_threads(threads))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -99,7 +99,7 @@ class OnnxGraph:
     """
 
     def __init__(self, path: Path, backend: str = "auto", cache_dir: Optional[Path] = None, threads: int = 0,
-                 precision: str = "fp32"):
+                 spinning: bool = True, precision: str = "fp32"):
         import onnxruntime as ort
 
         if backend not in BACKENDS or backend == "trt":
@@ -123,6 +123,8 @@ class OnnxGraph:
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
+        if not spinning:  # idle pool threads sleep instead of spinning: they leave the cores to the video decoder
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(path)
         last_error: Optional[Exception] = None
         for b in order:
@@ -206,7 +208,7 @@ def create_graph(path: Path, backend: str = "auto", cache_dir: Optional[Path] = 
                         raise
                     raise BackendUnavailableError(f"backend 'trt' did not start for {path}: {e}") from e
                 log.warning("native TensorRT did not start for %s (%s); using onnxruntime", Path(path).name, e)
-    return OnnxGraph(Path(path), backend, cache_dir, threads, precision=precision)
+    return OnnxGraph(Path(path), backend, cache_dir, threads, spinning, precision=precision)
 
 
 def _graph_name(path: Path) -> str:

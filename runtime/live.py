@@ -37,16 +37,17 @@ log = logging.getLogger(__name__)
 
 def give_up_seconds(open_timeout: float, read_timeout: float, retries: int, retry_initial: float = 0.5,
                     retry_max: float = 8.0) -> float:
-    """Upper bound in seconds from the last frame of a dead source to the error (watchdog + every attempt + waits).
+    """Upper bound in seconds from the last frame of a dead source to the error: the watchdog, then every attempt
+    (an open, and a reopened source that delivers nothing is a dropout again after ``read_timeout``), and the waits.
 
     Example:
-        >>> give_up_seconds(10, 10, 5)   # 10 + 5 * 10 + (0.5 + 1 + 2 + 4 + 8)
-        75.5
+        >>> give_up_seconds(5, 5, 5)   # 5 + 5 * (5 + 5) + (0.5 + 1 + 2 + 4 + 8)
+        70.5
     """
     waits, d = 0.0, retry_initial
     for _ in range(retries):
         waits, d = waits + d, min(d * 2, retry_max)
-    return read_timeout + retries * open_timeout + waits
+    return read_timeout + retries * (open_timeout + read_timeout) + waits
 
 
 def capture_for(spec: Union[int, str], open_timeout: float = 10.0, read_timeout: float = 10.0) -> cv2.VideoCapture:
@@ -73,6 +74,7 @@ class _Connection:
         self.cap = cap
         self.alive = True
         self.last_frame = time.monotonic()
+        self.frames = 0
         self.dropout: Optional[str] = None  # why the reader stopped (None while it reads)
         self.ended = False  # a file read as live reached its end
 
@@ -100,7 +102,7 @@ class LiveSource:
 
     def __init__(self, spec: Union[int, str], opener: Optional[Callable[[], cv2.VideoCapture]] = None,
                  retry_initial: float = 0.5, retry_max: float = 8.0, max_retries: int = 5,
-                 open_timeout: float = 10.0, read_timeout: float = 10.0, max_failed_reads: int = 5,
+                 open_timeout: float = 5.0, read_timeout: float = 5.0, max_failed_reads: int = 5,
                  ends_at_end: Optional[bool] = None):
         self.spec, self.name = spec, redact(str(spec))
         self._open = opener or (lambda: capture_for(spec, open_timeout, read_timeout))
@@ -194,6 +196,7 @@ class LiveSource:
                     continue
                 with self._cond:
                     conn.last_frame = time.monotonic()
+                    conn.frames += 1
                     self._latest, self._latest_id = img, self._latest_id + 1
                     self._cond.notify_all()
                 continue
@@ -222,19 +225,25 @@ class LiveSource:
         return None
 
     def _supervise(self, cap: cv2.VideoCapture) -> None:
+        failed_attempts = 0  # reopen attempts since the last frame (a source that opens but sends nothing counts)
         while True:
             conn = _Connection(cap)
-            threading.Thread(target=self._read_loop, args=(conn,), name=f"read-{self.name}", daemon=True).start()
+            reader = threading.Thread(target=self._read_loop, args=(conn,), name=f"read-{self.name}", daemon=True)
+            reader.start()
             why = self._watch(conn)
             conn.alive = False  # abandon: a stuck read is never joined; its thread releases the capture
+            if conn.dropout is not None or why is None:
+                reader.join(timeout=2.0)  # it stopped (or stops) by itself: let it release the capture first
             if why is None:
                 break
             if conn.ended:
                 log.info("%s: end of file", self.name)
                 break
-            lost = time.monotonic() - self._t0
-            log.warning("%s dropped out at %.1f s (%s); reconnecting", self.name, lost, why)
-            cap = self._reconnect()
+            lost = conn.last_frame - self._t0  # the gap starts at the last frame delivered
+            log.warning("%s dropped out after %.1f s (%s); reconnecting", self.name, lost, why)
+            if conn.frames:
+                failed_attempts = 0
+            cap, failed_attempts = self._reconnect(failed_attempts)
             if cap is None:
                 with self._cond:
                     if not self._stop.is_set():
@@ -251,17 +260,19 @@ class LiveSource:
             self._finished = True
             self._cond.notify_all()
 
-    def _reconnect(self) -> Optional[cv2.VideoCapture]:
-        delay = self.retry_initial
-        for attempt in range(self.max_retries):
-            if self._stop.wait(delay):
-                return None
+    def _reconnect(self, attempts: int):
+        """(capture or None, attempts used so far): reopen with backoff until ``max_retries`` attempts are used."""
+        delay = self.retry_initial * 2 ** attempts
+        while attempts < self.max_retries:
+            if self._stop.wait(min(delay, self.retry_max)):
+                return None, attempts
+            attempts += 1
             cap, why = self._open_bounded()
             if cap is not None:
-                return cap
-            log.warning("%s: reconnect %d/%d failed: %s", self.name, attempt + 1, self.max_retries, why)
-            delay = min(delay * 2, self.retry_max)
-        return None
+                return cap, attempts
+            log.warning("%s: reconnect %d/%d failed: %s", self.name, attempts, self.max_retries, why)
+            delay *= 2
+        return None, attempts
 
     # ----- consumer -----------------------------------------------------------------------------------------------
     def frames(self) -> Iterator[Union[Frame, Gap]]:
