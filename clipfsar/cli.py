@@ -31,6 +31,10 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
 }
 
 
+# modules of the `train` extra (pyproject.toml): a command that needs one says how to install it
+TRAIN_EXTRA_MODULES = {"torch", "torchvision", "open_clip", "onnx", "onnxscript", "tensorboard"}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -39,7 +43,15 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module, attr, _ = COMMANDS[name]
-        return getattr(importlib.import_module(module), attr)
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as e:  # a runtime-only install: say how to get the training side
+            if (e.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+                raise
+            from clipfsar.runtime.errors import ClipFsarError
+            raise ClipFsarError(f"`clipfsar {name}` needs the training extra ({e.name} is not installed); install "
+                                f"it with: pip install 'clip-fsar[train]' (from a checkout: pip install -e '.[train]')"
+                                ) from None
 
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
@@ -55,6 +67,9 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("onnx_ir", "onnxscript"):  # the ONNX optimizer logs every pass at INFO
         logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    from clipfsar.runtime.redact import RedactingFilter
+    for handler in logging.getLogger().handlers:  # no password of a stream URL reaches a log
+        handler.addFilter(RedactingFilter())
     if not verbose:  # open_clip logs through the root logger at every model build ("initialized randomly")
         for handler in logging.getLogger().handlers:
             handler.addFilter(lambda r: "open_clip" not in r.pathname or r.levelno >= logging.ERROR)
@@ -65,7 +80,8 @@ def main() -> None:
     try:
         cli(standalone_mode=False)
     except ClipFsarError as e:
-        click.echo(f"error: {e}", err=True)
+        from clipfsar.runtime.redact import redact
+        click.echo(f"error: {redact(str(e))}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

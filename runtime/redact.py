@@ -4,6 +4,7 @@ Every name a source reports (logs, JSON decisions, errors, the annotated overlay
 """
 from __future__ import annotations
 
+import logging
 import re
 
 # scheme://user:password@  (the password is everything up to the last '@' before the host part)
@@ -22,3 +23,14 @@ def redact(text: str) -> str:
     """
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))
     return _QUERY.sub(lambda m: f"{m['key']}***", text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks URL passwords in every record (message and arguments formatted first)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
