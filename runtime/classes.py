@@ -39,10 +39,12 @@ def _subset(store: PrototypeStore, keep: List[int]) -> PrototypeStore:
 
 
 def remove_class(bundle: Union[str, Path], name: str, timeout: float = 30.0) -> Bundle:
-    """Remove class ``name``. Raises EnrollError if it is not enrolled (nothing changed)."""
+    """Remove class ``name``. Raises EnrollError if it is not enrolled or is the only class (nothing changed)."""
     def change(store: PrototypeStore) -> PrototypeStore:
         if name not in store.class_names:
             raise EnrollError(f"class '{name}' is not enrolled (enrolled: {', '.join(store.class_names) or 'none'})")
+        if len(store.class_names) == 1:
+            raise EnrollError(f"'{name}' is the bundle's only class; enrol another one before removing it")
         return _subset(store, [i for i, n in enumerate(store.class_names) if n != name])
     return replace_store(Path(bundle), change, timeout)
 

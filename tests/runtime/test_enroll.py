@@ -187,6 +187,10 @@ def test_classes_api_and_running_classifier(bundle, synth_data):
         remove_class(bundle, "no such class")
     b = remove_class(bundle, "renamed class")
     assert "renamed class" not in b.store.class_names and len(b.store.class_names) == len(old_names)
+    for n in b.store.class_names[:-1]:
+        b = remove_class(bundle, n)
+    with pytest.raises(EnrollError, match="only class"):
+        remove_class(bundle, b.store.class_names[0])
     leftovers = [p.name for p in bundle.iterdir() if "prototypes" in p.name]
     assert leftovers == [b.manifest.prototypes["file"]]  # old store files removed
 
