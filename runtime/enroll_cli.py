@@ -30,6 +30,9 @@ def enroll(bundle: Path, clips: Tuple[Path, ...], name: str, add: bool, replace:
     k = int(b.store.shots[i])
     what = f"{k} shots" if k else "zero-shot (text feature only, scored by the video-text branch)"
     click.echo(f"enrolled '{name.strip()}' in {bundle}: {what}; {len(b.store.class_names)} classes")
+    if (b.manifest.calibration.get("threshold") or {}).get("value") is not None:
+        click.echo("note: the 'unknown' threshold was fitted for the previous classes; run `clipfsar "
+                   "calibrate-threshold` again", err=True)
 
 
 @click.group()
