@@ -117,15 +117,19 @@ def split_clip_filter(root: Path, split: str) -> Optional[Callable[[Path], bool]
         if (Path(root) / "splits").is_dir():
             raise CaptionsError(f"split list not found: {lst}")
         return None
-    entries = [ln.strip() for ln in lst.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    from .data import _find_clip, class_folders
+    from .splits import parse_split
+    folders = class_folders(Path(root))
+    keys = {k: name for name, p in folders.items() for k in (p.name, name)}
     classes: Set[str] = set()
     clips: Set[Tuple[str, str]] = set()
-    for e in entries:
-        cls, _, clip = e.partition("/")
-        if clip:
-            clips.add((display_name(cls), Path(clip).stem))
+    # every split form load_split reads (BOM, official CLIP-FSAR paths, MMAction2 lines, backslashes)
+    for e in parse_split(lst, lambda c: keys.get(c) or keys.get(display_name(c)),
+                         lambda name, clip: _find_clip(folders[name], clip) is not None):
+        if e.clip is not None:
+            clips.add((e.folder, e.clip.stem))
         else:
-            classes.add(display_name(cls))
+            classes.add(e.folder)
     root_abs = Path(root).resolve()
 
     def keep(path: Path) -> bool:
