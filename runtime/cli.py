@@ -35,6 +35,8 @@ def _decision_json(d, names) -> str:
 @click.option("--save", type=click.Path(path_type=Path), help="Write the annotated video here (.mp4, .avi).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per decision on stdout.")
 @click.option("--max-fps", type=float, help="Read at most this many frames per second.")
+@click.option("--fps", type=float, help="Frame rate of an image-folder source (default 30), or of a video whose "
+              "container gives no believable rate.")
 @click.option("--live", is_flag=True, help="Treat a file like a live source (newest frame only, played at its "
               "frame rate, ends at its end).")
 @click.option("--open-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
@@ -48,7 +50,8 @@ def _decision_json(d, names) -> str:
                    "streaming, see README).")
 def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: Optional[float], threshold: Optional[float],
         smooth: int, show: bool, save: Optional[Path], as_json: bool, max_fps: Optional[float], live: bool,
-        open_timeout: float, read_timeout: float, retries: int, threads: Optional[int]) -> None:
+        open_timeout: float, read_timeout: float, retries: int, threads: Optional[int],
+        fps: Optional[float] = None) -> None:
     """Classify a camera, file or network stream with a bundle.
 
     A live source that stops delivering is reopened; it gives up after at most
@@ -59,7 +62,7 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
     from .threads import streaming_threads
 
     clf = Classifier.load(bundle, backend=backend, threads=streaming_threads(threads), spinning=False)
-    src = open_source(source, live=live or None, open_timeout=open_timeout, read_timeout=read_timeout,
+    src = open_source(source, live=live or None, fps=fps, open_timeout=open_timeout, read_timeout=read_timeout,
                       max_retries=retries)
     click.echo(f"backend: image encoder on {clf.providers['image_encoder']}, heads on {clf.providers['query_head']}",
                err=True)
@@ -74,7 +77,9 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
             if as_json:
                 click.echo(_decision_json(d, clf.class_names))
             else:
-                click.echo(f"[{d.t_start:7.2f}-{d.t_end:7.2f}s] frame {d.frame:6d}  {d.label:<32} {d.score:.3f}")
+                note = "  (short clip: frames repeated, as in training)" if d.repeated_frames else ""
+                click.echo(f"[{d.t_start:7.2f}-{d.t_end:7.2f}s] frame {d.frame:6d}  {d.label:<32} {d.score:.3f}"
+                           + note)
             sys.stdout.flush()
     except KeyboardInterrupt:
         interrupted = True
@@ -86,6 +91,10 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
                 click.echo(f"wrote {sink.frames} annotated frames to {save}", err=True)
     if interrupted:
         sys.exit(130)
+    if n == 0:  # never a silent empty run
+        from .errors import ClipFsarError
+        raise ClipFsarError(f"no decision was made on {source}: it ended before the first window of "
+                            f"{clf.facts.frames} sampled frames was full; pass a shorter --window")
 
 
 @click.command()
