@@ -85,6 +85,17 @@ class PrototypeStore:
             with safe_open(str(path), framework="numpy") as f:
                 names = json.loads((f.metadata() or {})["class_names"])
                 arrays = {k: f.get_tensor(k) for k in f.keys()}
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise BundleError(f"prototype store {path}: class_names must be a list of strings")
+            for key in ("prototypes", "text_features", "support_features"):
+                a = arrays.get(key)
+                if a is not None and a.dtype != np.float32:
+                    raise BundleError(f"prototype store {path}: {key} are {a.dtype}, expected float32")
+                if a is not None and not np.isfinite(a).all():
+                    raise BundleError(f"prototype store {path}: {key} hold NaN or infinite values")
+            shots = arrays.get("shots")
+            if shots is not None and (shots.dtype.kind not in "iu" or (shots < 0).any()):
+                raise BundleError(f"prototype store {path}: shots must be non-negative integers ({shots.dtype})")
             return PrototypeStore(tuple(names), arrays["prototypes"], arrays["text_features"], arrays["shots"],
                                   arrays.get("support_features"))
         except BundleError:
@@ -176,6 +187,8 @@ class Manifest:
     @staticmethod
     def from_json(data: Dict[str, Any], where: str) -> "Manifest":
         from .jsonconfig import from_dict
+        if not isinstance(data, dict):
+            raise BundleError(f"{where}: expected a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
         if not isinstance(version, int):
             raise BundleError(f"{where}: no integer schema_version")
@@ -194,19 +207,67 @@ class Manifest:
                         raise BundleError(f"{where}: graph '{name}' lists a variant '{p}' (precision "
                                           f"'{v.precision}'); variants are {', '.join(PRECISIONS[1:])}")
                 graphs[name] = GraphSpec(**g)
-            return Manifest(version, data["package_version"], from_dict(ModelFacts, data["model"], f"{where} [model]"),
-                            graphs, dict(data["prototypes"]), dict(data.get("parity", {})),
-                            precision_report=dict(data.get("precision_report", {})),
-                            tokenizer=dict(data.get("tokenizer") or {}),
-                            calibration=dict(data.get("calibration") or {}),
-                            class_map=dict(data.get("class_map") or {}))
-        except (KeyError, TypeError) as e:
-            raise BundleError(f"{where}: malformed manifest ({e})") from e
+            manifest = Manifest(version, data["package_version"],
+                                from_dict(ModelFacts, data["model"], f"{where} [model]"),
+                                graphs, dict(data["prototypes"]), dict(data.get("parity", {})),
+                                precision_report=dict(data.get("precision_report", {})),
+                                tokenizer=dict(data.get("tokenizer") or {}),
+                                calibration=dict(data.get("calibration") or {}),
+                                class_map=dict(data.get("class_map") or {}))
+            _check_types(manifest, where)
+            return manifest
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise BundleError(f"{where}: malformed manifest ({type(e).__name__}: {e})") from e
+
+
+_SCALARS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _check_types(m: "Manifest", where: str) -> None:
+    """Refuse a manifest whose values have the wrong JSON type or range (a tampered or foreign file)."""
+    import dataclasses
+    import math
+
+    def bad(what: str) -> BundleError:
+        return BundleError(f"{where}: {what}")
+
+    for f in dataclasses.fields(ModelFacts):
+        v = getattr(m.model, f.name)
+        if f.type in _SCALARS:
+            ok = isinstance(v, _SCALARS[f.type]) and (f.type == "bool" or not isinstance(v, bool))
+        else:  # Tuple[float, float, float]
+            ok = isinstance(v, (tuple, list)) and len(v) == 3 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        if not ok:
+            raise bad(f"model.{f.name} must be {f.type}, got {v!r}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise bad(f"model.{f.name} is not finite ({v})")
+    for key in ("embed_dim", "frames", "image_size", "resize_short", "context_length"):
+        if getattr(m.model, key) < 1:
+            raise bad(f"model.{key} must be >= 1, got {getattr(m.model, key)}")
+    if not m.model.window_seconds > 0 or any(not x > 0 or not math.isfinite(x) for x in m.model.std):
+        raise bad("model.window_seconds and model.std must be > 0")
+    if not isinstance(m.package_version, str):
+        raise bad("package_version must be a string")
+    for name, g in m.graphs.items():
+        files = [(g.file, g.sha256)] + [(v.file, v.sha256) for v in g.variants.values()]
+        files += [(d.get("file"), d.get("sha256")) if isinstance(d, dict) else (None, None) for d in g.data]
+        if not all(isinstance(x, str) for pair in files for x in pair):
+            raise bad(f"graph '{name}': file names and sha256 must be strings")
+        for t in g.inputs + g.outputs:
+            if not isinstance(t.name, str) or not isinstance(t.dtype, str) or not isinstance(t.shape, list):
+                raise bad(f"graph '{name}': malformed input/output {t}")
+    for key, entry in (("prototypes", m.prototypes), ("tokenizer", m.tokenizer)):
+        if (entry or key == "prototypes") and not (isinstance(entry.get("file"), str)
+                                                   and isinstance(entry.get("sha256"), str)):
+            raise bad(f"{key} needs a string file and sha256")
 
 
 def _inside(root: Path, rel: str, what: str) -> Path:
     """``root / rel``, refusing absolute paths and paths that leave the bundle."""
-    if not rel or os.path.isabs(rel) or Path(rel).drive:
+    if not isinstance(rel, str):
+        raise BundleError(f"bundle {root}: {what} path must be a string, got {rel!r}")
+    if not rel or "\0" in rel or os.path.isabs(rel) or Path(rel).drive:
         raise BundleError(f"bundle {root}: {what} path '{rel}' must be relative to the bundle")
     path = (root / rel).resolve()
     if root.resolve() not in path.parents:
