@@ -96,7 +96,8 @@ class TritonConnection:
         self._tc, self._server_error = tc, InferenceServerException
         self._client = None
         self.info: Dict[str, Any] = {}
-        self.reconnects = 0
+        self.reconnects = 0  # connections re-established after a transport error (each one re-checked the server)
+        self._lost = False
 
     # ----- connection -----------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -172,9 +173,10 @@ class TritonConnection:
             try:
                 if self._client is None:
                     self._open()
-                    if attempt:
+                    if self._lost:  # a connection was lost before: this is a reconnect (the server re-checked)
+                        self._lost = False
                         self.reconnects += 1
-                        log.warning("reconnected to %s after %d attempt(s)", self.url, attempt)
+                        log.warning("reconnected to %s", self.url)
                 return call()
             except ClipFsarError:
                 raise
@@ -183,6 +185,7 @@ class TritonConnection:
                     shapes = ", ".join(f"{k} {tuple(np.shape(v))} {np.asarray(v).dtype}" for k, v in inputs.items())
                     raise ServerRequestError(f"server {self.url} rejected {model}({shapes}): {_reason(e)}") from e
                 last = e
+                self._lost = self._lost or self.info != {}
                 self._close_client()
                 if attempt < self.retries:
                     log.warning("server %s: %s; retrying in %.1f s (%d/%d)", self.url, _short(e), wait,
