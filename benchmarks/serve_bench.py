@@ -181,6 +181,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0, help="length of the video each stream reads")
     ap.add_argument("--modes", nargs="+", default=["server", "local", "many"])
     ap.add_argument("--server-args", default="", help="extra `clipfsar serve` options")
+    ap.add_argument("--local-max", type=int, default=16,
+                    help="skip separate local processes above this many streams (each holds its own model)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     from clipfsar.runtime.bundle import Bundle
@@ -193,7 +195,9 @@ def main() -> None:
             if server is not None:
                 rows.append(run_server(server, a.bundle, video, s))
                 print(json.dumps(rows[-1]), flush=True)
-            if "local" in a.modes:
+            if "local" in a.modes and s > a.local_max:
+                print(f"separate local processes: {s} streams skipped (--local-max {a.local_max}: memory)")
+            elif "local" in a.modes:
                 rows.append(run_local(a.bundle, video, s))
                 print(json.dumps(rows[-1]), flush=True)
             if "many" in a.modes:

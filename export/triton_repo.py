@@ -196,8 +196,8 @@ def export_triton_repo(bundle: Path, out: Path, kind: str = "gpu", instances: in
     return summary
 
 
-_WINDOW_MODEL_PY = '''"""window_classifier: one window of T preprocessed frames -> class scores, via image_encoder and query_head
-(Triton Python backend, business-logic scripting). Written by `clipfsar export-triton`; needs only numpy."""
+_WINDOW_MODEL_PY = '''"""window_classifier: one window of T preprocessed frames -> class scores, via image_encoder
+and query_head (Triton Python backend, business-logic scripting). Written by `clipfsar export-triton`; numpy only."""
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -230,8 +230,8 @@ class TritonPythonModel:
         return responses
 '''
 
-_INFO_MODEL_PY = '''"""bundle_info: the bundle facts a clip-fsar client checks before using this repository (graph sha256s, store
-digest, classes). Written by `clipfsar export-triton`."""
+_INFO_MODEL_PY = '''"""bundle_info: the bundle facts a clip-fsar client checks before using this repository
+(graph sha256s, store digest, classes). Written by `clipfsar export-triton`."""
 import os
 
 import numpy as np

@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
