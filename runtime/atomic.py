@@ -21,7 +21,8 @@ def staged_file(path: Path, mode: int = 0o644) -> Iterator[Path]:
         ...     save_file(tensors, str(tmp))
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
@@ -33,13 +34,55 @@ def staged_file(path: Path, mode: int = 0o644) -> Iterator[Path]:
         raise
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else (or no way to tell): leave its files alone
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporaries (``.NAME.<pid>.*``) that writers of ``path`` killed mid-write left beside it: those
+    whose process is gone. A live writer's temporary is never touched."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    prefix = f".{path.name}."
+    for entry in path.parent.iterdir():
+        pid = entry.name[len(prefix):].split(".", 1)[0]
+        if entry.name.startswith(prefix) and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+
+def recover_folder(path: Path) -> None:
+    """Undo what a kill between the two renames of :func:`staged_folder` leaves: ``path`` missing and its previous
+    version moved aside as ``.NAME.old``. Puts the previous version back (readers and writers call this first)."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.is_dir():
+        try:
+            os.replace(old, path)
+        except OSError:  # another process recovered it first, or a read-only folder: nothing to undo here
+            pass
+
+
 @contextlib.contextmanager
 def staged_folder(path: Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` (an existing folder is
-    moved aside first and deleted after), on error it is removed and ``path`` is untouched."""
+    moved aside first and deleted after), on error it is removed and ``path`` is untouched. A kill between the
+    two renames leaves the previous version as ``.NAME.old``: :func:`recover_folder` puts it back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    recover_folder(path)
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}."))
     try:
         os.chmod(tmp, 0o755)
         yield tmp

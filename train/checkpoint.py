@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from clipfsar.runtime.atomic import staged_folder
+from clipfsar.runtime.atomic import recover_folder, staged_folder
 from clipfsar.runtime.errors import CheckpointError, ConfigError
 from clipfsar.runtime.jsonconfig import from_dict, read_json, to_dict, write_json_atomic
 from clipfsar.runtime.preprocess import PreprocessConfig
@@ -49,6 +49,7 @@ def save_checkpoint(path: Path, model: CLIPFSAR, preprocess: PreprocessConfig,
 def read_checkpoint_config(path: Path) -> Dict[str, Any]:
     """Read and check a checkpoint's ``config.json`` (format version, required sections)."""
     path = Path(path)
+    recover_folder(path)  # a writer killed between its two renames left the previous version aside
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {path}")
     try:

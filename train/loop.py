@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from clipfsar.runtime.atomic import recover_folder
 from clipfsar.runtime.errors import ClipFsarError, ConfigError
 from clipfsar.runtime.jsonconfig import from_dict, read_json, to_dict, write_json_atomic
 
@@ -83,6 +84,7 @@ class Trainer:
     # ----- setup ----------------------------------------------------------------------------------------------
     def _prepare_run_folder(self) -> None:
         if self.resume:
+            recover_folder(self.out / "last")  # a kill between the two renames of a checkpoint write
             if not (self.out / "last").is_dir():
                 raise ClipFsarError(f"cannot resume: {self.out}/last does not exist (no checkpoint was saved yet)")
             return
