@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import click
 
@@ -35,6 +35,15 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
 TRAIN_EXTRA_MODULES = {"torch", "torchvision", "open_clip", "onnx", "onnxscript", "tensorboard"}
 
 
+def missing_extra_message(e: ModuleNotFoundError) -> Optional[str]:
+    """What to tell a user of a runtime-only install who ran a training-side command (None: not that case)."""
+    if (e.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+        return None
+    command = next((a for a in sys.argv[1:] if a in COMMANDS), "this command")
+    return (f"`clipfsar {command}` needs the training extra ({e.name} is not installed); install it with: "
+            f"pip install 'clip-fsar[train]' (from a checkout: pip install -e '.[train]')")
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -43,15 +52,7 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module, attr, _ = COMMANDS[name]
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except ModuleNotFoundError as e:  # a runtime-only install: say how to get the training side
-            if (e.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
-                raise
-            from clipfsar.runtime.errors import ClipFsarError
-            raise ClipFsarError(f"`clipfsar {name}` needs the training extra ({e.name} is not installed); install "
-                                f"it with: pip install 'clip-fsar[train]' (from a checkout: pip install -e '.[train]')"
-                                ) from None
+        return getattr(importlib.import_module(module), attr)
 
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
@@ -82,6 +83,12 @@ def main() -> None:
     except ClipFsarError as e:
         from clipfsar.runtime.redact import redact
         click.echo(f"error: {redact(str(e))}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as e:  # a runtime-only install: say how to get the training side
+        message = missing_extra_message(e)
+        if message is None:
+            raise
+        click.echo(f"error: {message}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
