@@ -56,21 +56,23 @@ def main() -> None:
     ap.add_argument("--archs", nargs="+", default=["tiny", "ViT-B-16"])
     ap.add_argument("--episodes", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=Path("bench_out/enrol"))
+    ap.add_argument("--keep", action="store_true", help="Reuse full-size bundles already in --out (no re-export).")
     a = ap.parse_args()
     from clipfsar.export.bundle_export import export_bundle
     from clipfsar.runtime.bundle import Bundle
     from clipfsar.runtime.calibration import softmax
     from clipfsar.runtime.openset import encode_split, open_set_metrics, run_episodes
 
-    shutil.rmtree(a.out, ignore_errors=True)
-    a.out.mkdir(parents=True)
+    if not a.keep:
+        shutil.rmtree(a.out, ignore_errors=True)
+    a.out.mkdir(parents=True, exist_ok=True)
     test_classes = a.data / "splits" / "test.txt"
     if a.run is None:
         a.archs = [x for x in a.archs if x != "tiny"]
     else:
         t0 = time.perf_counter()
         tiny = export_bundle(a.run, a.data, a.out / "tiny_bundle", shots=5, classes_file=test_classes,
-                             window_seconds=2.0, parity_episodes=10)
+                             window_seconds=2.0, parity_episodes=10, force=True)
         print(f"exported the trained tiny bundle in {time.perf_counter() - t0:.0f} s; calibration:",
               json.dumps({k: v for k, v in tiny.manifest.calibration.items() if k != "fitted_on"}))
     val_cls = (a.data / "splits" / "val.txt").read_text().split()[0]
@@ -79,6 +81,8 @@ def main() -> None:
     for arch in a.archs:
         if arch == "tiny":
             path = a.out / "tiny_bundle"
+        elif a.keep and (a.out / f"{arch}_bundle" / "manifest.json").is_file():
+            path = a.out / f"{arch}_bundle"
         else:  # a random-init full-size model: times only
             import torch
             from clipfsar.train import create_model_and_transforms, save_checkpoint
