@@ -295,3 +295,17 @@ def test_ssv2_labels_map_numbered_folders(tmp_path):
                                           ("kick ball", False), ("brush hair", False), ("3d printing", False)])
 def test_id_like_names(name, id_like):
     assert looks_like_id(name) is id_like
+
+
+@pytest.mark.parametrize("split,code,needle", [
+    ("kick_ball\nno such thing here\n", 2, "error: split list {root}/splits/test.txt, line 2: 'no such thing here'"),
+    ("kick_ball\nrun_fast\n", 2, "error: split 'test' has 2 classes; 5-way needs 5"),
+])
+def test_eval_cli_exits_2_naming_the_input(tiny_checkpoint, tmp_path, split, code, needle):
+    import subprocess
+    import sys
+    root = _dataset(tmp_path / "data", {"kick_ball": 2, "run_fast": 2}, split)
+    r = subprocess.run([sys.executable, "-m", "clipfsar", "eval", "--checkpoint", str(tiny_checkpoint), "--data",
+                        str(root), "--episodes", "2"], capture_output=True, text=True)
+    assert r.returncode == code and needle.format(root=root) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
