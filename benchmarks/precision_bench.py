@@ -9,7 +9,7 @@ missing): 5-way 1-shot, 2,000 seeded episodes on the test split, through ``clipf
 on a second copy, int8 static Q/DQ).
 
     .venv/bin/python benchmarks/precision_bench.py [--archs ViT-B-16 RN50] [--runs 7] [--demo demo_out]
-        [--out bench_out/precision]
+        [--out bench_out/precision] [--demo-weights synth|none|FILE] [--skip-encoders] [--skip-accuracy]
 """
 from __future__ import annotations
 
@@ -99,10 +99,11 @@ def encoder_rows(arch: str, out: Path, clips: Path, runs: int):
     return rows
 
 
-def demo_accuracy(demo: Path, out: Path, episodes: int):
+def demo_accuracy(demo: Path, out: Path, episodes: int, weights: str):
     if not (demo / "done").exists():
-        print(f"training the demo model into {demo} (clipfsar demo)", flush=True)
-        subprocess.run([sys.executable, "-m", "clipfsar", "demo", "--out", str(demo)], check=True)
+        print(f"training the demo model into {demo} (clipfsar demo --weights {weights})", flush=True)
+        subprocess.run([sys.executable, "-m", "clipfsar", "demo", "--out", str(demo), "--weights", weights],
+                       check=True)
     from clipfsar.calib.calibrate import calibrate_bundle
     results = {}
     for mode in ("dynamic", "static"):
@@ -125,7 +126,9 @@ def main() -> None:
     ap.add_argument("--demo", type=Path, default=Path("demo_out"))
     ap.add_argument("--episodes", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=Path("bench_out/precision"))
+    ap.add_argument("--demo-weights", default="synth", help="`clipfsar demo --weights` (synth, a file, or none).")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-encoders", action="store_true")
     a = ap.parse_args()
     from clipfsar.train.synth import make_dataset
 
@@ -134,9 +137,9 @@ def main() -> None:
     clips = a.out / "clips"
     make_dataset(clips, seed=0, clips_per_class=1, size=256, length=16)
     rows = []
-    for arch in a.archs:
+    for arch in [] if a.skip_encoders else a.archs:
         rows += encoder_rows(arch, a.out, clips, a.runs)
-    acc = None if a.skip_accuracy else demo_accuracy(a.demo, a.out, a.episodes)
+    acc = None if a.skip_accuracy else demo_accuracy(a.demo, a.out, a.episodes, a.demo_weights)
     meta = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, "
             f"{len(__import__('os').sched_getaffinity(0))} cores", "torch_threads": torch.get_num_threads(),
             "command": " ".join(sys.argv)}
