@@ -75,6 +75,25 @@ def test_manifest_paths_of_external_data_stay_inside(external_bundle, tmp_path):
         Bundle.open(copy)
 
 
+def test_size_decides_external_data(tiny_checkpoint, tmp_path, monkeypatch):
+    import onnx
+
+    from clipfsar.export import onnx_export
+    from clipfsar.train.checkpoint import load_checkpoint
+    model, prep, _ = load_checkpoint(tiny_checkpoint)
+    mods, examples = onnx_export.graph_modules(model), onnx_export.example_inputs(model, prep.image_size)
+    assert onnx_export.export_graph(mods["support_head"], "support_head", examples["support_head"],
+                                    tmp_path / "small.onnx") == []  # 1 MB: one file
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 100_000)  # as if it were over the limit
+    data = onnx_export.export_graph(mods["support_head"], "support_head", examples["support_head"],
+                                    tmp_path / "large.onnx")
+    assert data == ["support_head.onnx.data"] and (tmp_path / data[0]).is_file()
+    onnx.checker.check_model(str(tmp_path / "large.onnx"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["large.onnx", "small.onnx", "support_head.onnx.data"]
+    assert onnx_export.check_parity(mods["support_head"], "support_head", examples["support_head"],
+                                    tmp_path / "large.onnx") < 1e-5
+
+
 @pytest.mark.slow
 def test_vit_h_14_exports_with_external_data(tmp_path):
     """Random-init ViT-H-14 (image tower 632 M parameters): the image and text graphs exceed 2 GB."""
