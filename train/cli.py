@@ -78,6 +78,8 @@ def train(data, out, config_file, preset, resume, stop_after, milestones, no_tex
     from .loop import Trainer, resumed_config
 
     if resume:
+        if class_names_file:
+            raise click.UsageError("--class-names is stored with the run; it cannot change on --resume")
         cfg = resumed_config(out)
     else:
         if data is None:
