@@ -5,7 +5,8 @@ and the server's mean encoder batch size (Triton's statistics).
 
     .venv/bin/python benchmarks/serve_bench.py BUNDLE [--streams 1 4 16] [--seconds 2] [--modes server local many]
 
-Server clients are threads of this process (one Classifier and one gRPC connection each); local processes use
+Server clients are threads of this process (one Classifier and one gRPC connection each), or separate processes
+with --client-processes; local processes use
 `clipfsar run`'s default threads (cores - 1). Files are read unpaced (as fast as the pipeline goes), so the
 latency is processing time, not real-time waiting.
 """
@@ -52,12 +53,12 @@ def stream_timed(clf, video: str):
     return n, lat, t0, time.time()
 
 
-def worker_local(bundle: str, video: str, go: str) -> None:
-    """One separate local process (`clipfsar run` equivalent): loads, says so, waits for ``go`` to exist, streams,
-    prints its JSON result."""
+def worker_local(bundle: str, video: str, go: str, backend: str = "cpu") -> None:
+    """One separate process (`clipfsar run` equivalent, local or ``--server``): loads, says so, waits for ``go`` to
+    exist, streams, prints its JSON result."""
     from clipfsar.runtime import Classifier
     from clipfsar.runtime.threads import streaming_threads
-    clf = Classifier.load(bundle, backend="cpu", threads=streaming_threads(None), spinning=False)
+    clf = Classifier.load(bundle, backend=backend, threads=streaming_threads(None), spinning=False)
     print("loaded", flush=True)
     while not os.path.exists(go):
         time.sleep(0.01)
@@ -81,15 +82,15 @@ def summarize(mode, s, decisions, lat, t0, t1, batch=None, note=""):
             "p95_ms": p(0.95), "mean_batch": batch, "note": note}
 
 
-def run_local(bundle, video, s):
+def run_local(bundle, video, s, backend="cpu", mode="separate local processes"):
     go = Path(tempfile.mkdtemp()) / "go"  # every process loaded before any streams
-    procs = [subprocess.Popen([sys.executable, str(HERE), "--worker-local", bundle, video, str(go)],
+    procs = [subprocess.Popen([sys.executable, str(HERE), "--worker-local", bundle, video, str(go), backend],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(s)]
     for p in procs:
         assert p.stdout.readline().strip() == "loaded", "a local process failed to load the bundle"
     go.touch()
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-    return summarize("separate local processes", s, sum(o["decisions"] for o in outs),
+    return summarize(mode, s, sum(o["decisions"] for o in outs),
                      sum((o["lat"] for o in outs), []), min(o["t0"] for o in outs), max(o["t1"] for o in outs),
                      note=f"RSS {statistics.mean(o['rss_mb'] for o in outs):.0f} MB/process")
 
@@ -148,8 +149,15 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def run_server(server, bundle, video, s):
+def run_server(server, bundle, video, s, client_processes=False):
     from clipfsar.runtime import Classifier
+    before = server.batches()
+    if client_processes:
+        row = run_local(bundle, video, s, server.url, "one Triton server, client processes")
+        after = server.batches()
+        grown = {b: n - before.get(b, 0) for b, n in after.items() if n > before.get(b, 0)}
+        row["mean_batch"] = sum(b * n for b, n in grown.items()) / max(1, sum(grown.values()))
+        return row
     clfs = [Classifier.load(bundle, backend=server.url) for _ in range(s)]
     before = server.batches()
     results = [None] * s
@@ -173,7 +181,7 @@ def run_server(server, bundle, video, s):
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker-local":
-        worker_local(sys.argv[2], sys.argv[3], sys.argv[4])
+        worker_local(*sys.argv[2:6])
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("bundle")
@@ -183,6 +191,8 @@ def main() -> None:
     ap.add_argument("--server-args", default="", help="extra `clipfsar serve` options")
     ap.add_argument("--local-max", type=int, default=16,
                     help="skip separate local processes above this many streams (each holds its own model)")
+    ap.add_argument("--client-processes", action="store_true",
+                    help="server clients as separate processes (like cameras on other boxes) instead of threads")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     from clipfsar.runtime.bundle import Bundle
@@ -193,7 +203,7 @@ def main() -> None:
     try:
         for s in a.streams:
             if server is not None:
-                rows.append(run_server(server, a.bundle, video, s))
+                rows.append(run_server(server, a.bundle, video, s, a.client_processes))
                 print(json.dumps(rows[-1]), flush=True)
             if "local" in a.modes and s > a.local_max:
                 print(f"separate local processes: {s} streams skipped (--local-max {a.local_max}: memory)")
@@ -215,9 +225,10 @@ def main() -> None:
               f"{r['p95_ms']:.0f} | {mb} | {r['note']} |")
     for s in a.streams:
         by = {r["mode"]: r["decisions_per_s"] for r in rows if r["streams"] == s}
-        if "one Triton server" in by and "separate local processes" in by:
-            print(f"\n{s} streams: server / separate processes = "
-                  f"{by['one Triton server'] / by['separate local processes']:.2f}x", end="")
+        for srv in ("one Triton server", "one Triton server, client processes"):
+            if srv in by and "separate local processes" in by:
+                print(f"\n{s} streams: {srv} / separate processes = "
+                      f"{by[srv] / by['separate local processes']:.2f}x", end="")
     print()
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
