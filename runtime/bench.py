@@ -50,12 +50,13 @@ def run_bench(bundle: Path, source: Path, backends: Optional[List[str]] = None, 
               threads: int = 0) -> Dict:
     """Stream ``source`` (replayed to ``total_frames``) through each backend; returns the measurements.
 
-    ``threads``: onnxruntime intra-op threads (0 = its default); spinning is off (the decoder shares the cores).
+    ``threads``: onnxruntime intra-op threads with spinning off (the decoder shares the cores); 0 = onnxruntime's
+    own default (one thread per core, spinning).
     """
     backends = backends or usable_backends()
     results = []
     for backend in backends:
-        clf = Classifier.load(bundle, backend=backend, threads=threads, spinning=False)
+        clf = Classifier.load(bundle, backend=backend, threads=threads, spinning=threads == 0)
         for d in clf.stream(ReplaySource(source, 200)):  # warm-up (session initialisation, allocator)
             pass
         clf.stats = type(clf.stats)()

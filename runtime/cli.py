@@ -46,8 +46,8 @@ def _decision_json(d, names) -> str:
 @click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
               help="Live sources: reopen attempts (backoff 0.5 s doubling to 8 s) after a failed open or a dropout.")
 @click.option("--threads", type=click.IntRange(min=0), default=None,
-              help="onnxruntime intra-op threads (0 = its default: one per core; default: measured best for "
-                   "streaming, see README).")
+              help="onnxruntime intra-op threads, idle threads not spinning (0 = onnxruntime's own default: one "
+                   "per core, spinning; default: cores - 1, measured for streaming, see README).")
 def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: Optional[float], threshold: Optional[float],
         smooth: int, show: bool, save: Optional[Path], as_json: bool, max_fps: Optional[float], live: bool,
         open_timeout: float, read_timeout: float, retries: int, threads: Optional[int],
@@ -61,7 +61,8 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
     from .sources import open_source
     from .threads import streaming_threads
 
-    clf = Classifier.load(bundle, backend=backend, threads=streaming_threads(threads), spinning=False)
+    clf = Classifier.load(bundle, backend=backend, threads=streaming_threads(threads),
+                          spinning=streaming_threads(threads) == 0)
     src = open_source(source, live=live or None, fps=fps, open_timeout=open_timeout, read_timeout=read_timeout,
                       max_retries=retries)
     click.echo(f"backend: image encoder on {clf.providers['image_encoder']}, heads on {clf.providers['query_head']}",
