@@ -95,6 +95,9 @@ def demo(out: Path, steps: int, episodes: int, seed: int, fresh: bool) -> None:
     per_decision = clf.stats.encoder_images / max(1, clf.stats.decisions)
     click.echo(f"{correct}/{total} windows inside one action labelled right; annotated video "
                f"{out / 'annotated.mp4'}; each decision cost {per_decision:.0f} image-encoder images")
+    t = _step("device side: enrol a held-out class from 5 clips where torch cannot be imported, then 'unknown'")
+    from clipfsar.demo_enroll import enrol_and_stream
+    enrol_and_stream(out, bundle, data, splits, seed)
     (out / "done").write_text("ok\n")
     click.secho(f"\ndone in {(time.perf_counter() - start) / 60:.1f} min", bold=True)
     click.echo("""
