@@ -27,7 +27,7 @@ from pathlib import Path
 
 CLI = [sys.executable, "-m", "clipfsar"]
 # The command that makes the shipped weights (DATA = `clipfsar synth DATA --seed 0 --clips 20`).
-PRETRAIN_ARGS = ["--arch", "tiny", "--steps", "1500", "--batch", "64", "--lr", "2e-3", "--warmup-steps", "50",
+PRETRAIN_ARGS = ["--arch", "tiny", "--steps", "1000", "--batch", "64", "--lr", "2e-3", "--warmup-steps", "50",
                  "--seed", "0"]
 TRAIN_ARGS = ["--arch", "tiny", "--steps", "450", "--lr", "1e-3", "--warmup-steps", "10", "--warmup-lr", "1e-5",
               "--schedule", "cosine", "--alpha", "0.5", "--query", "3", "--episodes-per-step", "4",
@@ -61,13 +61,13 @@ def goals(runs: dict) -> dict:
     return out
 
 
-def run_all(out: Path, inits, episodes: int, ship: bool, weights: Path = None) -> dict:
+def run_all(out: Path, inits, episodes: int, ship: bool, weights: Path = None, frozen: bool = False) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     data = out / "data"
     sh(CLI + ["synth", str(data), "--seed", "0", "--clips", "20"])
     res = {"machine": f"{platform.machine()} cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}",
-           "date": time.strftime("%Y-%m-%d %H:%M"), "episodes": episodes,
+           "date": time.strftime("%Y-%m-%d %H:%M"), "episodes": episodes, "frozen_backbone": frozen,
            "pretrain_command": " ".join(["clipfsar", "pretrain", "--data", "DATA", "--out", "RUN", *PRETRAIN_ARGS])}
     if weights is None:
         wall = sh(CLI + ["pretrain", "--data", str(data), "--out", str(out / "pretrain"), *PRETRAIN_ARGS])
@@ -84,6 +84,7 @@ def run_all(out: Path, inits, episodes: int, ship: bool, weights: Path = None) -
     res["runs"] = {}
     for init in inits:
         init_args = ["--weights", str(weights)] if init == "pretrained" else []
+        init_args += ["--freeze-backbone", "--cache-samplings", "2"] if frozen else []
         res["runs"][init] = {}
         for name, extra in (("text token", []), ("no text token", ["--no-text-prototype"])):
             run = out / f"{init}_{name.replace(' ', '_')}"
@@ -116,8 +117,9 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=2000)
     ap.add_argument("--weights", type=Path, help="Skip pretraining and measure these weights.")
     ap.add_argument("--ship", action="store_true", help="Copy the new weights over the shipped file.")
+    ap.add_argument("--frozen", action="store_true", help="Train with --freeze-backbone (the image encoder fixed).")
     a = ap.parse_args()
-    res = run_all(a.out, a.inits.split(","), a.episodes, a.ship, a.weights)
+    res = run_all(a.out, a.inits.split(","), a.episodes, a.ship, a.weights, a.frozen)
     (a.out / "pretrain_synth.json").write_text(json.dumps(res, indent=2))
     print("\n" + table(res))
     print(json.dumps({k: v["goals"] for k, v in res["runs"].items()}, indent=2))

@@ -240,7 +240,7 @@ class Pretrainer:
                     with torch.no_grad():
                         clip.logit_scale.clamp_(0, math.log(100))
                     writer.writerow([step + 1, f"{cfg.lr_at(step):.3g}", f"{float(loss.detach()):.4f}",
-                                     f"{float(clip.logit_scale.exp()):.2f}",
+                                     f"{float(clip.logit_scale.detach().exp()):.2f}",
                                      f"{batch / (time.perf_counter() - t):.1f}"])
                     if (step + 1) % 50 == 0:
                         f.flush()
