@@ -1,12 +1,13 @@
 """Benchmark: what each precision costs and buys on this CPU, side by side in one run.
 
 Part 1 -- ViT-B-16 and RN50 image encoders (random init: the weights' values do not change the speed), batch 1
-and 8: PyTorch eager fp32, onnxruntime fp32, fp16, int8 dynamic, int8 static Q/DQ (MinMax, calibrated on frames of
-synthetic clips sampled and preprocessed by the runtime) -- median latency of interleaved runs, ratio to PyTorch,
+and 8: PyTorch eager fp32, onnxruntime fp32, fp16, int8 dynamic, int8 static Q/DQ in TensorRT's form (symmetric)
+and in onnxruntime's CPU form (uint8 activations), MinMax, calibrated on frames of synthetic clips sampled and
+preprocessed by the runtime -- median latency of interleaved runs, ratio to PyTorch,
 cosine to onnxruntime fp32 on held-out frames (other clips).
 Part 2 -- accuracy of each variant on the trained demo model (``clipfsar demo``; run here if DEMO/done is
 missing): 5-way 1-shot, 2,000 seeded episodes on the test split, through ``clipfsar calibrate`` (int8 dynamic and,
-on a second copy, int8 static Q/DQ).
+on more copies, int8 static Q/DQ in both forms).
 
     .venv/bin/python benchmarks/precision_bench.py [--archs ViT-B-16 RN50] [--runs 7] [--demo demo_out]
         [--out bench_out/precision] [--demo-weights synth|none|FILE] [--skip-encoders] [--skip-accuracy]
@@ -62,7 +63,9 @@ def encoder_rows(arch: str, out: Path, clips: Path, runs: int):
     made = {"fp16": lambda p: to_fp16(fp32, p, "image_encoder"),
             "int8 dynamic": lambda p: quantize_dynamic_graph(fp32, p),
             "int8 static Q/DQ": lambda p: quantize_static_graph(
-                fp32, p, [{"images": calib[i:i + 8]} for i in range(0, len(calib), 8)], "minmax")}
+                fp32, p, [{"images": calib[i:i + 8]} for i in range(0, len(calib), 8)], "minmax"),
+            "int8 static Q/DQ u8": lambda p: quantize_static_graph(
+                fp32, p, [{"images": calib[i:i + 8]} for i in range(0, len(calib), 8)], "minmax", u8=True)}
     for name, make in made.items():
         paths[name] = out / f"{arch}.{name.replace(' ', '_').replace('/', '')}.onnx"
         make(paths[name])
@@ -106,7 +109,7 @@ def demo_accuracy(demo: Path, out: Path, episodes: int, weights: str):
                        check=True)
     from clipfsar.calib.calibrate import calibrate_bundle
     results = {}
-    for mode in ("dynamic", "static"):
+    for mode in ("dynamic", "static", "static-u8"):
         b = out / f"demo_bundle_{mode}"
         shutil.rmtree(b, ignore_errors=True)
         shutil.copytree(demo / "bundle", b)

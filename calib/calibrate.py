@@ -1,7 +1,8 @@
 """``calibrate_bundle``: make fp16/int8 variants of a bundle's graphs, measure them, add them atomically.
 
 Which variants: fp16 of every graph (LayerNorm, Softmax, reductions, OTAM and fusion stay fp32: calib/fp16.py);
-int8 of the two encoders (image: dynamic for ViTs, static Q/DQ calibrated on real frames for CNNs, or as asked;
+int8 of the two encoders (image: dynamic for ViTs, static Q/DQ calibrated on real frames for CNNs -- uint8 form for
+the CPU by default, symmetric int8 for TensorRT with ``static`` --, or as asked;
 text: dynamic). The heads stay fp32 in the int8 bundle: they are a few small MatMuls around OTAM's soft-min,
 well under a millisecond, where int8 saves nothing and costs accuracy.
 
@@ -73,9 +74,9 @@ def _make_variants(bundle: Bundle, precisions: Sequence[str], work: Path, calib:
         if "int8" in precisions and name in INT8_GRAPHS:
             dst = work / f"{name}.int8.onnx"
             mode = int8_mode_for(bundle.manifest.model.arch, int8_mode) if name == "image_encoder" else "dynamic"
-            if mode == "static":
+            if mode.startswith("static"):
                 how = quantize_static_graph(src, dst, [{"images": calib[i:i + 8]} for i in range(0, len(calib), 8)],
-                                            method)
+                                            method, u8=mode == "static-u8")
             else:
                 how = quantize_dynamic_graph(src, dst)
             made.setdefault(name, {})["int8"] = NewVariant(dst, how)
@@ -116,7 +117,8 @@ def calibrate_bundle(bundle_dir: Path, data: Path, precisions: Sequence[str] = (
         method: static int8 calibration: ``minmax``, ``entropy`` or ``percentile``.
         frames, holdout, seed: calibration and held-out frame counts (different clips), sampling seed.
         split: labelled split for calibration frames and the end-to-end episodes (none: accuracy not measured).
-        int8_mode: ``auto`` (dynamic for ViTs, static for CNNs), ``dynamic`` or ``static``.
+        int8_mode: ``auto`` (dynamic for ViTs, static-u8 for CNNs), ``dynamic``, ``static`` (TensorRT) or
+            ``static-u8`` (CPU).
         max_drop: accuracy points a variant may lose before it is flagged.
     Raises:
         DatasetError: too few readable frames. BundleError: invalid bundle. ClipFsarError: unknown precision.

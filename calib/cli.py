@@ -27,8 +27,9 @@ def parse_precisions(text: str):
               help="Variants to make, comma-separated.")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="Static int8 calibration method.")
-@click.option("--int8", "int8_mode", type=click.Choice(["auto", "dynamic", "static"]), default="auto",
-              show_default=True, help="Image encoder int8: dynamic (ViTs, CPU) or static Q/DQ (CNNs, TensorRT).")
+@click.option("--int8", "int8_mode", type=click.Choice(["auto", "dynamic", "static", "static-u8"]), default="auto",
+              show_default=True, help="Image encoder int8: dynamic (ViTs, CPU), static Q/DQ (TensorRT) or "
+                                      "static-u8 Q/DQ (CNNs, CPU). auto: dynamic for ViTs, static-u8 for CNNs.")
 @click.option("--frames", default=512, show_default=True, help="Calibration frames (T per clip).")
 @click.option("--holdout", default=64, show_default=True, help="Held-out frames (other clips) for the report.")
 @click.option("--seed", default=0, show_default=True)

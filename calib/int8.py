@@ -4,8 +4,10 @@
   for ViTs, where activation ranges vary too much for static scales. Runs on onnxruntime's CPU provider only
   (MatMulInteger / DynamicQuantizeLinear); TensorRT cannot run it.
 - ``static``: explicit Q/DQ with calibration data (``quantize_static``, QuantFormat.QDQ, symmetric int8
-  activations and per-channel int8 weights, as TensorRT's explicit INT8 wants). For CNN backbones and TensorRT.
-  Calibration methods: MinMax, Entropy, Percentile (99.999).
+  activations and per-channel int8 weights on Conv/MatMul/Gemm, as TensorRT's explicit INT8 wants). For TensorRT.
+- ``static-u8``: onnxruntime's fast CPU form of static Q/DQ (uint8 asymmetric activations, int8 per-channel weights,
+  every op onnxruntime has a quantized kernel for). For CNN backbones on the CPU; TensorRT cannot build it.
+  Calibration methods of both static forms: MinMax, Entropy, Percentile (99.999).
 
 Example:
     >>> quantize_dynamic_graph(Path("image_encoder.onnx"), Path("image_encoder.int8.onnx"))
@@ -20,17 +22,17 @@ from typing import Dict, Iterable, List
 import numpy as np
 
 METHODS = ("minmax", "entropy", "percentile")
-MODES = ("auto", "dynamic", "static")
+MODES = ("auto", "dynamic", "static", "static-u8")
 OPS = ["Conv", "MatMul", "Gemm"]
 
 
 def int8_mode_for(arch: str, mode: str = "auto") -> str:
-    """``dynamic`` for ViTs (and any transformer), ``static`` Q/DQ for CNN backbones (``RN50`` ...), or ``mode``."""
+    """``dynamic`` for ViTs (and any transformer), ``static-u8`` Q/DQ for CNN backbones (``RN50`` ...), or ``mode``."""
     if mode not in MODES:
         raise ValueError(f"int8 mode must be one of {', '.join(MODES)}, got '{mode}'")
     if mode != "auto":
         return mode
-    return "static" if arch.upper().startswith("RN") else "dynamic"
+    return "static-u8" if arch.upper().startswith("RN") else "dynamic"
 
 
 def _preprocessed(src: Path, work: Path) -> Path:
@@ -77,8 +79,11 @@ class _Batches:
         self.i = 0
 
 
-def quantize_static_graph(src: Path, dst: Path, batches: Iterable[Dict[str, np.ndarray]], method: str = "minmax") -> str:
-    """Explicit Q/DQ (symmetric int8 activations, per-channel int8 weights) calibrated on ``batches``.
+def quantize_static_graph(src: Path, dst: Path, batches: Iterable[Dict[str, np.ndarray]], method: str = "minmax",
+                          u8: bool = False) -> str:
+    """Explicit Q/DQ calibrated on ``batches``: symmetric int8 activations on Conv/MatMul/Gemm (TensorRT), or with
+    ``u8`` uint8 asymmetric activations on every quantizable op (onnxruntime's fast CPU form). Weights: per-channel
+    int8.
 
     Raises:
         ValueError: an unknown ``method`` or no calibration batch.
@@ -93,13 +98,17 @@ def quantize_static_graph(src: Path, dst: Path, batches: Iterable[Dict[str, np.n
     reader = type("Reader", (_Batches, CalibrationDataReader), {})(batches)
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}[method]
-    extra = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    extra = {"ActivationSymmetric": not u8, "WeightSymmetric": True}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     with tempfile.TemporaryDirectory(prefix="clipfsar-int8-") as work:
-        extra["CalibTensorRangeSymmetric"] = True
+        if not u8:
+            extra["CalibTensorRangeSymmetric"] = True
         quantize_static(str(_preprocessed(Path(src), Path(work))), str(dst), reader, quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=calib, op_types_to_quantize=OPS, extra_options=extra)
+                        activation_type=QuantType.QUInt8 if u8 else QuantType.QInt8, weight_type=QuantType.QInt8,
+                        per_channel=True, calibrate_method=calib, op_types_to_quantize=None if u8 else OPS,
+                        extra_options=extra)
     n = sum(len(next(iter(b.values()))) for b in batches)
+    if u8:
+        return f"int8-qdq-u8-{method} (onnxruntime quantize_static, Q/DQ, uint8 activations, CPU; {n} frames)"
     return f"int8-qdq-{method} (onnxruntime quantize_static, Q/DQ, symmetric, per-channel; {n} frames)"

@@ -66,7 +66,13 @@ def choose_precisions(bundle: Bundle, precision: str, backend: str) -> Dict[str,
         chosen = {n: "int8" if ok and "int8" in bundle.precisions(n)
                   and graphs[n].variants["int8"].report.get("speedup", 0.0) > 1.0 else "fp32" for n in graphs}
     for n, p in chosen.items():
-        if p == "int8" and backend in GPU_BACKENDS and graphs[n].variants["int8"].method.startswith("int8-dynamic"):
+        method = graphs[n].variants["int8"].method if p == "int8" else ""
+        if method.startswith("int8-qdq-u8") and backend in ("trt", "tensorrt"):
+            raise PrecisionUnavailableError(
+                f"the int8 variant of {n} in {bundle.root} is Q/DQ with uint8 activations (onnxruntime's CPU form), "
+                f"which TensorRT cannot build; make a symmetric one with `clipfsar calibrate {bundle.root} "
+                f"--precision int8 --int8 static`, or use --backend cpu")
+        if method.startswith("int8-dynamic") and backend in GPU_BACKENDS:
             raise PrecisionUnavailableError(
                 f"the int8 variant of {n} in {bundle.root} is dynamic quantization (MatMulInteger), which only "
                 f"onnxruntime's CPU provider runs, not backend '{backend}'; use --backend cpu, or make a Q/DQ "

@@ -131,6 +131,16 @@ def test_bad_precision_requests(calibrated, tiny_bundle):
         choose_precisions(Bundle.open(calibrated), "int8", "cuda")
 
 
+def test_u8_variant_refused_on_tensorrt(calibrated, tmp_path):
+    dst = tmp_path / "b3"
+    shutil.copytree(calibrated, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    m["graphs"]["image_encoder"]["variants"]["int8"]["method"] = "int8-qdq-u8-minmax (test)"
+    (dst / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(PrecisionUnavailableError, match="uint8 activations .* TensorRT cannot build"):
+        choose_precisions(Bundle.open(dst), "int8", "trt")
+
+
 def test_classifier_runs_the_variant(calibrated, stream_file):
     clf = Classifier.load(calibrated, backend="cpu", precision="int8")
     assert clf.precisions == {"image_encoder": "int8", "query_head": "fp32"}
@@ -139,3 +149,19 @@ def test_classifier_runs_the_variant(calibrated, stream_file):
     frames = [np.full((64, 64, 3), 30 * i, np.uint8) for i in range(8)]
     a, b = ref.classify_clip(frames), clf.classify_clip(frames)
     assert np.allclose(a.scores, b.scores, atol=0.05)
+
+
+def test_static_u8_is_cpu_only(tmp_path, tiny_bundle):
+    """onnxruntime's CPU form of static Q/DQ: uint8 activations; the runtime refuses it on TensorRT."""
+    src = Bundle.open(tiny_bundle).graph_path("image_encoder")
+    rng = np.random.default_rng(0)
+    calib = [{"images": rng.normal(size=(4, 3, 64, 64)).astype(np.float32)} for _ in range(2)]
+    how = quantize_static_graph(src, tmp_path / "u8.onnx", calib, "minmax", u8=True)
+    assert how.startswith("int8-qdq-u8-minmax")
+    m = onnx.load(str(tmp_path / "u8.onnx"))
+    zero_points = [t for t in m.graph.initializer if t.name.endswith("_zero_point")]
+    assert any(t.data_type == onnx.TensorProto.UINT8 for t in zero_points)
+    x = rng.normal(size=(4, 3, 64, 64)).astype(np.float32)
+    a = OnnxGraph(src, "cpu").run(images=x)["features"]
+    q = OnnxGraph(tmp_path / "u8.onnx", "cpu", precision="int8").run(images=x)["features"]
+    assert _cos(a, q).min() >= 0.99
