@@ -102,8 +102,13 @@ def encoder_rows(arch: str, out: Path, clips: Path, runs: int):
     return rows
 
 
-def demo_accuracy(demo: Path, out: Path, episodes: int, weights: str):
-    if not (demo / "done").exists():
+def demo_accuracy(demo: Path, out: Path, episodes: int, weights: str, run: Path = None):
+    if run is not None:  # a trained run folder on the demo's data (DEMO/data): export its bundle here
+        from clipfsar.export.bundle_export import export_bundle
+        if not (demo / "bundle").exists():
+            export_bundle(run, demo / "data", demo / "bundle", shots=1,
+                          classes_file=demo / "data" / "splits" / "test.txt", parity_episodes=20)
+    elif not (demo / "done").exists():
         print(f"training the demo model into {demo} (clipfsar demo --weights {weights})", flush=True)
         subprocess.run([sys.executable, "-m", "clipfsar", "demo", "--out", str(demo), "--weights", weights],
                        check=True)
@@ -132,6 +137,8 @@ def main() -> None:
     ap.add_argument("--demo-weights", default="synth", help="`clipfsar demo --weights` (synth, a file, or none).")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-encoders", action="store_true")
+    ap.add_argument("--demo-run", type=Path, help="A trained run folder on DEMO/data to use instead of running "
+                                                  "`clipfsar demo` (its bundle is exported into DEMO/bundle).")
     a = ap.parse_args()
     from clipfsar.train.synth import make_dataset
 
@@ -142,7 +149,7 @@ def main() -> None:
     rows = []
     for arch in [] if a.skip_encoders else a.archs:
         rows += encoder_rows(arch, a.out, clips, a.runs)
-    acc = None if a.skip_accuracy else demo_accuracy(a.demo, a.out, a.episodes, a.demo_weights)
+    acc = None if a.skip_accuracy else demo_accuracy(a.demo, a.out, a.episodes, a.demo_weights, a.demo_run)
     meta = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, "
             f"{len(__import__('os').sched_getaffinity(0))} cores", "torch_threads": torch.get_num_threads(),
             "command": " ".join(sys.argv)}
