@@ -20,11 +20,16 @@ def _support(root: Path, classes=("kick_ball", "run_fast", "brush_hair"), frames
     return root
 
 
+CLASS_MAP = {"test18": "pretending to open something", "87": "pushing something left", "train3": "brushing hair"}
+
+
 @pytest.fixture(scope="module")
 def external_bundle(tiny_checkpoint, tmp_path_factory):
     from clipfsar.export.bundle_export import export_bundle
     tmp = tmp_path_factory.mktemp("ext")
-    export_bundle(tiny_checkpoint, _support(tmp / "support"), tmp / "bundle", parity_episodes=3, external_data=True)
+    # numbered class folders (as SSv2's few-shot splits) named by a class-name map
+    export_bundle(tiny_checkpoint, _support(tmp / "support", ("test18", "87", "train3")), tmp / "bundle",
+                  parity_episodes=3, external_data=True, class_map=CLASS_MAP)
     return tmp / "bundle"
 
 
@@ -38,6 +43,7 @@ def test_forced_external_data_bundle_opens_and_runs(external_bundle, tmp_path):
         assert g.data[0]["sha256"] == sha256_of(external_bundle / g.data[0]["file"])
         assert (external_bundle / g.file).stat().st_size < (external_bundle / g.data[0]["file"]).stat().st_size
     assert b.manifest.parity["episodes"]["same_predictions"] == 3
+    assert sorted(b.store.class_names) == sorted(CLASS_MAP.values()) and b.manifest.class_map == CLASS_MAP
     clf = Classifier.load(external_bundle, backend="cpu")
     frames = [f.image for f in FileSource(write_video(tmp_path / "q.avi", 8)).frames()]
     result = clf.classify_clip(frames)
