@@ -100,18 +100,32 @@ def fit_zero_shot(few_logits: np.ndarray, cos: np.ndarray, zero_col: np.ndarray,
     others = np.ones_like(z, bool)
     others[m, zero_col] = False
     theta = np.array([1.0, float(z[others].mean())])  # start: the zero-shot logit at the others' mean
+    y = (labels == zero_col).astype(np.float64)
+
+    def nll(th: np.ndarray) -> float:
+        z[m, zero_col] = th[0] * c + th[1]
+        return _nll(z, labels)
+
+    loss = nll(theta)
     for _ in range(steps):
         z[m, zero_col] = theta[0] * c + theta[1]
         p = softmax(z)[m, zero_col]
-        y = (labels == zero_col).astype(np.float64)
-        g = (p - y)  # d NLL / d z_zero per row
+        g = p - y  # d NLL / d z_zero, per row
         grad = np.array([np.mean(g * c), np.mean(g)])
         w = p * (1 - p)
         hess = np.array([[np.mean(w * c * c), np.mean(w * c)], [np.mean(w * c), np.mean(w)]]) + 1e-6 * np.eye(2)
         delta = np.linalg.solve(hess, grad)
-        theta -= delta
-        if np.abs(delta).max() < 1e-8:
+        step = 1.0
+        while step > 1e-6 and nll(theta - step * delta) > loss:  # damped Newton: never increase the NLL
+            step /= 2
+        if step <= 1e-6:
             break
+        theta = theta - step * delta
+        new = nll(theta)
+        if loss - new < 1e-10:
+            loss = new
+            break
+        loss = new
     return {"a": float(theta[0]), "b": float(theta[1])}
 
 
