@@ -98,8 +98,11 @@ class PrototypeStore:
                 raise BundleError(f"prototype store {path}: shots must be non-negative integers ({shots.dtype})")
             return PrototypeStore(tuple(names), arrays["prototypes"], arrays["text_features"], arrays["shots"],
                                   arrays.get("support_features"))
-        except BundleError:
-            raise
+        except BundleError as e:  # name the file in the store's own checks too
+            message = str(e)
+            if str(path) not in message:
+                message = message.replace("prototype store", f"prototype store {path}", 1)
+            raise BundleError(message) from None
         except Exception as e:  # a truncated or foreign file
             raise BundleError(f"prototype store {path} is unreadable: {e}") from e
 

@@ -181,6 +181,9 @@ def open_source(spec: Union[str, int, Path], live: Optional[bool] = None, fps: O
         SourceError: it cannot be opened (a clear message, never a silent empty run).
     """
     from .live import LiveSource
+    if isinstance(spec, str) and not spec.strip():
+        raise SourceError("the source is empty; expected a camera index, a video file, an image folder, a URL or a "
+                          "GStreamer pipeline")
     if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
         return LiveSource(int(spec), **live_options)
     s = str(spec)
