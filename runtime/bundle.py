@@ -566,11 +566,11 @@ def replace_store(root: Path, change: Callable[[PrototypeStore], PrototypeStore]
         except PermissionError as e:
             raise BundleError(f"bundle {root} is read-only ({e.strerror}); nothing was changed") from e
         data = json.loads((root / MANIFEST).read_text())
-        old = data["prototypes"]["file"]
         data["prototypes"] = {"file": rel, "sha256": digest}
         _write_manifest(root, data)
-        if old != rel:
-            (root / old).unlink(missing_ok=True)
+        for path in root.glob(f"{STORE_PREFIX}*.safetensors"):  # the old store, and any a killed writer left
+            if path.name != rel:
+                path.unlink(missing_ok=True)
         return Bundle.open(root, check_hashes=False)
 
 

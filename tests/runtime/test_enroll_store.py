@@ -92,4 +92,4 @@ def test_kill_9_during_50_store_writes_keeps_a_valid_store(bundle):
         last = b.manifest.prototypes["sha256"]
     assert changed >= 5  # some writes completed: the kills landed at different points of a write
     stores = [p.name for p in bundle.iterdir() if p.name.startswith("prototypes")]
-    assert len(stores) <= 2  # at most one store file left over by a kill between rename and cleanup
+    assert len(stores) <= 2  # the next write removes what a killed one left
