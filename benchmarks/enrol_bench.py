@@ -22,7 +22,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def enrol_times(bundle: Path, clips, reps: int = 3) -> dict:

@@ -9,7 +9,7 @@ import pytest
 
 from clipfsar.runtime import Classifier
 from clipfsar.runtime.bundle import Bundle
-from clipfsar.runtime.calibration import (auroc, calibrated_probs, expected_calibration_error, fit_temperature,
+from clipfsar.runtime.calibration import (auroc, expected_calibration_error, fit_temperature,
                                           fit_zero_shot, oscr, softmax, threshold_at_far, video_text_cos)
 from clipfsar.runtime.enroll import Enroller
 from clipfsar.runtime.video import read_clip
