@@ -88,7 +88,8 @@ class Trainer:
             if not (self.out / "last").is_dir():
                 raise ClipFsarError(f"cannot resume: {self.out}/last does not exist (no checkpoint was saved yet)")
             return
-        taken = self.out.exists() and any(self.out.iterdir())
+        # a folder holding only config.json is a run that failed before its first step (bad data): not taken
+        taken = self.out.exists() and any(p.name != "config.json" for p in self.out.iterdir())
         if self.world > 1:  # every rank looks before rank 0 creates the folder, so all agree
             dist.barrier()
         if taken:
