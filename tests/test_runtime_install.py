@@ -41,3 +41,15 @@ def test_base_distribution_runs_without_torch(tmp_path, tiny_bundle, stream_file
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "needs the training extra" in r.stderr and "pip install 'clip-fsar[train]'" in r.stderr
+
+
+@pytest.mark.parametrize("command", [["train", "--data", "d", "--out", "o"], ["eval", "--checkpoint", "c", "--data", "d"],
+                                     ["export", "--checkpoint", "c", "--support", "s", "--out", "o"], ["demo"]])
+def test_training_commands_without_the_extra_say_how_to_install_it(command, tmp_path):
+    """torch made unimportable in-process (as on a runtime-only install): a message, exit 2, no traceback."""
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['open_clip'] = None; "
+            f"sys.argv = ['clipfsar'] + {command!r}; from clipfsar.cli import main; main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"error: `clipfsar {command[0]}` needs the training extra" in r.stderr
+    assert "pip install 'clip-fsar[train]'" in r.stderr
