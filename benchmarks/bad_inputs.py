@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 CLI = [sys.executable, "-m", "clipfsar"]
 
@@ -47,7 +47,8 @@ class Work:
                                   "--way", "3", "--query", "1", "--frames", "4", "--val-every", "2",
                                   "--val-episodes", "5"], check=True, capture_output=True)
             shutil.copytree(self.run / "best", self.ckpt)
-            subprocess.run(CLI + ["export", "--checkpoint", str(self.ckpt), "--data", str(self.data),
+            subprocess.run(CLI + ["export", "--checkpoint", str(self.ckpt), "--support", str(self.data),
+                                  "--classes", str(self.data / "splits" / "test.txt"),
                                   "--out", str(self.bundle), "--shots", "2"], check=True, capture_output=True)
             clip = next((self.data / "test").rglob("*.mp4"), None) or next(self.data.rglob("*.mp4"))
             shutil.copyfile(clip, self.video)
@@ -67,10 +68,10 @@ def edit_manifest(root: Path, fn) -> None:
 
 def rewrite_store(root: Path, **changes) -> None:
     import numpy as np
+    from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
     m = json.loads((root / "manifest.json").read_text())
     path = root / m["prototypes"]["file"]
-    from safetensors import safe_open
     with safe_open(str(path), framework="numpy") as f:
         meta = f.metadata()
     tensors = load_file(str(path))
@@ -165,7 +166,7 @@ def cases(w: Work) -> List[dict]:
         cfg["format_version"] = 99
         (c / "config.json").write_text(json.dumps(cfg))
         out = w.root / "cases" / "never"
-        return CLI + ["export", "--checkpoint", str(c), "--data", str(w.data), "--out", str(out)], str(c), [c]
+        return CLI + ["export", "--checkpoint", str(c), "--support", str(w.data), "--out", str(out)], str(c), [c]
 
     def bad_config():
         p = w.root / "cases" / "typo.json"
@@ -176,8 +177,8 @@ def cases(w: Work) -> List[dict]:
 
     fp = free_port()
     return [
-        dict(name="bundle folder missing", setup=src(str(w.video)) if False else
-             lambda: (run_on(w.root / "no_such_bundle"), str(w.root / "no_such_bundle"), [])),
+        dict(name="bundle folder missing",
+             setup=lambda: (run_on(w.root / "no_such_bundle"), str(w.root / "no_such_bundle"), [])),
         dict(name="bundle without manifest", setup=tampered("no_manifest", lambda b: (b / "manifest.json").unlink())),
         dict(name="manifest not JSON", setup=tampered("not_json", lambda b: (b / "manifest.json").write_text("{"))),
         dict(name="manifest is a JSON list", setup=tampered("list", lambda b: (b / "manifest.json").write_text("[]"))),
@@ -215,9 +216,8 @@ def cases(w: Work) -> List[dict]:
         dict(name="--window longer than the file", setup=src(str(w.video), "--window", "60", needle="--window")),
         dict(name="--smooth 0", setup=src(str(w.video), "--smooth", "0", needle="smooth")),
         dict(name="--threads -1", setup=src(str(w.video), "--threads", "-1", needle="--threads")),
-        dict(name="--backend tensorrt without a GPU", setup=src(str(w.video), needle="tensorrt")
-             if False else lambda: (CLI + ["run", str(w.bundle), "--source", str(w.video), "--backend", "tensorrt"],
-                                    "tensorrt", [w.bundle])),
+        dict(name="--backend tensorrt without a GPU", setup=lambda: (
+            CLI + ["run", str(w.bundle), "--source", str(w.video), "--backend", "tensorrt"], "tensorrt", [w.bundle])),
         dict(name="--save into a missing folder", setup=src(str(w.video), "--save", str(w.root / "nodir" / "o.mp4"),
                                                             needle=str(w.root / "nodir"))),
         dict(name="bench on a missing video", setup=lambda: (
@@ -235,7 +235,7 @@ def cases(w: Work) -> List[dict]:
         dict(name="eval: truncated weights", setup=corrupt_ckpt),
         dict(name="export: newer checkpoint format", setup=newer_ckpt),
         dict(name="export: output exists (no --force)", setup=lambda: (
-            CLI + ["export", "--checkpoint", str(w.ckpt), "--data", str(w.data), "--out", str(w.bundle)],
+            CLI + ["export", "--checkpoint", str(w.ckpt), "--support", str(w.data), "--out", str(w.bundle)],
             str(w.bundle), [w.bundle, w.ckpt])),
     ]
 
