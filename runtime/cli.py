@@ -55,7 +55,7 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
     """Classify a camera, file or network stream with a bundle.
 
     A live source that stops delivering is reopened; it gives up after at most
-    read-timeout + retries x (open-timeout + read-timeout) + the backoff waits (70.5 s with the defaults).
+    read-timeout + retries x (open-timeout + 1 + read-timeout) + the backoff waits (75.5 s with the defaults).
     """
     from .classifier import Classifier
     from .sources import open_source

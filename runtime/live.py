@@ -35,19 +35,23 @@ from .sources import Frame, Gap, SourceError
 log = logging.getLogger(__name__)
 
 
+_GRACE = 1.0  # seconds an open may run past open_timeout before it is abandoned (FFmpeg's own timer acts first)
+
+
 def give_up_seconds(open_timeout: float, read_timeout: float, retries: int, retry_initial: float = 0.5,
                     retry_max: float = 8.0) -> float:
     """Upper bound in seconds from the last frame of a dead source to the error: the watchdog, then every attempt
-    (an open, and a reopened source that delivers nothing is a dropout again after ``read_timeout``), and the waits.
+    (an open of at most ``open_timeout`` + 1 s, and a reopened source that delivers nothing is a dropout again
+    after ``read_timeout``), and the waits between attempts.
 
     Example:
-        >>> give_up_seconds(5, 5, 5)   # 5 + 5 * (5 + 5) + (0.5 + 1 + 2 + 4 + 8)
-        70.5
+        >>> give_up_seconds(5, 5, 5)   # 5 + 5 * (5 + 1 + 5) + (0.5 + 1 + 2 + 4 + 8)
+        75.5
     """
     waits, d = 0.0, retry_initial
     for _ in range(retries):
         waits, d = waits + d, min(d * 2, retry_max)
-    return read_timeout + retries * (open_timeout + read_timeout) + waits
+    return read_timeout + retries * (open_timeout + _GRACE + read_timeout) + waits
 
 
 def capture_for(spec: Union[int, str], open_timeout: float = 10.0, read_timeout: float = 10.0) -> cv2.VideoCapture:
@@ -158,7 +162,7 @@ class LiveSource:
 
         t0 = time.monotonic()
         threading.Thread(target=attempt, name=f"open-{self.name}", daemon=True).start()
-        if not done.wait(self.open_timeout + 1.0):
+        if not done.wait(self.open_timeout + _GRACE):
             box["abandoned"] = True  # the thread releases the capture if the open ever returns
             return None, f"timed out after {self.open_timeout:g} s"
         if "error" in box:
@@ -175,7 +179,7 @@ class LiveSource:
             if Path("/dev").is_dir() and not node.exists() and Path("/sys/class").is_dir():
                 return None, f"no camera at index {self.spec} ({node} does not exist)"
             return None, "the camera is busy or its driver failed"
-        why = diagnose(self.spec, min(self.open_timeout, 5.0))
+        why = diagnose(self.spec, max(0.2, (self.open_timeout - took) / 2))  # connect + answer, in budget
         return None, why or "not a stream OpenCV can open (wrong path, or a backend this OpenCV lacks)"
 
     # ----- capture ------------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_gives_up_within_the_documented_time():
     unblock.set()
     assert "did not come back after 2 attempts" in src.error
     # each reopened camera runs until 3 failed reads, then is a dropout again: the bound still holds
-    assert took < give_up_seconds(0.3, 0.3, 2, 0.05) + 1.5
+    assert took < give_up_seconds(0.3, 0.3, 2, 0.05) + 1.0
 
 
 def test_mjpeg_stream_that_stalls_is_reopened():
