@@ -161,3 +161,21 @@ def test_shipped_weights_load_by_tag():
     by_tag, by_file = create_clip("tiny", "synth"), create_clip("tiny", str(file))
     for (k, a), (_, b) in zip(by_tag.state_dict().items(), by_file.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def test_pretraining_on_images_and_clips_without_splits(tmp_path, synth_data):
+    import cv2
+    data = tmp_path / "plain"  # no splits/: every row is used
+    (data / "imgs").mkdir(parents=True)
+    rows = []
+    for i, colour in enumerate(((40, 40, 220), (220, 40, 40), (40, 220, 40))):
+        img = np.zeros((48, 80, 3), np.uint8)
+        img[10:38, 20 + i * 10:50 + i * 10] = colour
+        cv2.imwrite(str(data / "imgs" / f"{i}.png"), img)
+        rows.append(f"imgs/{i}.png\ta photo of a coloured block")
+    clip = next(iter(load_split(synth_data, "train", scan=False).clips.values()))[0][0]
+    rows.append(f"{clip}\ta photo of a moving shape")  # an absolute path to a video
+    (data / "captions.txt").write_text("\n".join(rows) + "\n")
+    trainer = Pretrainer(PretrainConfig(data=str(data), out=str(tmp_path / "run"), steps=2, batch=4))
+    trainer.run()
+    assert len(trainer.clip_paths) == 4 and (tmp_path / "run" / WEIGHTS_FILE).is_file()
