@@ -47,7 +47,7 @@ class ReplaySource:
 
 
 def run_bench(bundle: Path, source: Path, backends: Optional[List[str]] = None, total_frames: int = 10000,
-              threads: int = 0) -> Dict:
+              threads: int = 0, precision: str = "auto") -> Dict:
     """Stream ``source`` (replayed to ``total_frames``) through each backend; returns the measurements.
 
     ``threads``: onnxruntime intra-op threads with spinning off (the decoder shares the cores); 0 = onnxruntime's
@@ -56,10 +56,10 @@ def run_bench(bundle: Path, source: Path, backends: Optional[List[str]] = None, 
     backends = backends or usable_backends()
     results = []
     for backend in backends:
-        clf = Classifier.load(bundle, backend=backend, threads=threads, spinning=threads == 0)
+        clf = Classifier.load(bundle, backend=backend, threads=threads, spinning=threads == 0, precision=precision)
         for d in clf.stream(ReplaySource(source, 200)):  # warm-up (session initialisation, allocator)
             pass
-        clf.stats = type(clf.stats)()
+        clf.stats = type(clf.stats)(precisions=dict(clf.precisions))
         rss_start = rss_mb()
         t0 = time.perf_counter()
         for _ in clf.stream(ReplaySource(source, total_frames)):
@@ -70,7 +70,8 @@ def run_bench(bundle: Path, source: Path, backends: Optional[List[str]] = None, 
         ms = {k: 1000 * v / n for k, v in s.seconds.items()}
         around = sum(v for k, v in s.seconds.items() if k != "encoder")
         results.append({
-            "backend": backend, "provider": clf.providers["image_encoder"], "frames": s.frames_read,
+            "backend": backend, "provider": clf.providers["image_encoder"], "precisions": dict(clf.precisions),
+            "frames": s.frames_read,
             "sampled": s.frames_sampled, "encoder_calls": s.encoder_calls, "decisions": s.decisions,
             "decisions_per_s": s.decisions / wall, "frames_per_s": s.frames_read / wall,
             "ms_per_decision": ms, "overhead_vs_encoder": around / max(s.seconds["encoder"], 1e-9),

@@ -22,6 +22,7 @@ from .bundle import Bundle
 from .engines import OnnxGraph
 from .errors import ClipFsarError
 from .fusion import fuse_probs
+from .precision import choose_precisions
 from .preprocess import preprocess_frames
 from .sources import Frame, Gap, SourceError, open_source
 from .video import sample_indices
@@ -79,23 +80,30 @@ class StreamStats:
     gaps: int = 0
     seconds: Dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("decode", "preprocess", "encoder", "head", "post"), 0.0))
+    precisions: Dict[str, str] = field(default_factory=dict)  # graph -> the variant it really runs
 
 
 class Classifier:
     """Few-shot action classifier over a bundle, torch-free (onnxruntime + numpy + OpenCV)."""
 
-    def __init__(self, bundle: Bundle, backend: str = "auto", threads: int = 0, spinning: bool = True):
+    def __init__(self, bundle: Bundle, backend: str = "auto", threads: int = 0, spinning: bool = True,
+                 precision: str = "auto"):
         self.bundle = bundle
         facts = bundle.manifest.model
         self.facts, self.prep = facts, facts.preprocess
         cache = bundle.root / "engines"
-        self.image_encoder = OnnxGraph(bundle.graph_path("image_encoder"), backend, cache, threads, spinning)
-        self.query_head = OnnxGraph(bundle.graph_path("query_head"), backend, cache, threads, spinning)
+        chosen = choose_precisions(bundle, precision, backend)
+        self.precisions: Dict[str, str] = {g: chosen[g] for g in ("image_encoder", "query_head")}
+        p_enc, p_head = self.precisions["image_encoder"], self.precisions["query_head"]
+        self.image_encoder = OnnxGraph(bundle.graph_path("image_encoder", p_enc), backend, cache, threads, spinning,
+                                       precision=p_enc)
+        self.query_head = OnnxGraph(bundle.graph_path("query_head", p_head), backend, cache, threads, spinning,
+                                    precision=p_head)
         self.backend = self.image_encoder.backend
         self.providers = {"image_encoder": self.image_encoder.providers[0],
                           "query_head": self.query_head.providers[0]}
         self.class_names: Tuple[str, ...] = bundle.store.class_names
-        self.stats = StreamStats()
+        self.stats = StreamStats(precisions=dict(self.precisions))
         self._use_bundle(bundle)
 
     # ----- classes and calibration (runtime/enroll.py, runtime/classes.py, runtime/calibration.py) ---------------
@@ -139,8 +147,8 @@ class Classifier:
 
 
     @staticmethod
-    def load(bundle: Union[str, Path], backend: str = "auto", threads: int = 0, spinning: bool = True
-             ) -> "Classifier":
+    def load(bundle: Union[str, Path], backend: str = "auto", threads: int = 0, spinning: bool = True,
+             precision: str = "auto") -> "Classifier":
         """Open and validate a bundle and create its inference sessions.
 
         Args:
@@ -148,12 +156,17 @@ class Classifier:
             backend: ``auto`` (the best that truly runs), ``tensorrt``, ``cuda`` or ``cpu``.
             threads: CPU threads per session (0 = onnxruntime's default).
             spinning: let idle onnxruntime threads spin (False when a video decoder shares the cores).
+            precision: ``auto`` (from the bundle's precision report, see runtime/precision.py), ``fp32``,
+                ``fp16`` or ``int8``; the variant each graph really runs is in ``clf.precisions``.
         Raises:
-            BundleError: the bundle fails validation. BackendUnavailableError: the backend cannot run here.
+            BundleError: the bundle fails validation, or has no variant of ``precision`` (lists those it has).
+            BackendUnavailableError: the backend cannot run here. PrecisionUnavailableError: the backend cannot
+            run that variant (dynamic int8 on a GPU).
         """
-        clf = Classifier(Bundle.open(Path(bundle)), backend, threads, spinning)
-        log.info("bundle %s: %d classes; image encoder on %s, heads on %s", bundle, len(clf.class_names),
-                 clf.providers["image_encoder"], clf.providers["query_head"])
+        clf = Classifier(Bundle.open(Path(bundle)), backend, threads, spinning, precision)
+        log.info("bundle %s: %d classes; image encoder on %s (%s), heads on %s (%s)", bundle, len(clf.class_names),
+                 clf.providers["image_encoder"], clf.precisions["image_encoder"], clf.providers["query_head"],
+                 clf.precisions["query_head"])
         return clf
 
     # ----- building blocks ------------------------------------------------------------------------------------

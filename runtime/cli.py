@@ -11,6 +11,7 @@ import click
 
 from .annotate import AnnotatedSink
 from .engines import BACKENDS
+from .precision import CHOICES as PRECISION_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ def _decision_json(d, names) -> str:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--source", required=True, help="Camera index, video file, image folder, URL or GStreamer pipeline.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+              help="Graph variants to run (auto: from the bundle's precision report).")
 @click.option("--window", type=float, help="Seconds per decision window (default: the bundle's).")
 @click.option("--hop", type=float, help="Seconds between decisions (default: window / T).")
 @click.option("--threshold", type=float, default=None,
@@ -51,7 +54,7 @@ def _decision_json(d, names) -> str:
 def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: Optional[float], threshold: Optional[float],
         smooth: int, show: bool, save: Optional[Path], as_json: bool, max_fps: Optional[float], live: bool,
         open_timeout: float, read_timeout: float, retries: int, threads: Optional[int],
-        fps: Optional[float] = None) -> None:
+        fps: Optional[float] = None, precision: str = "auto") -> None:
     """Classify a camera, file or network stream with a bundle.
 
     A live source that stops delivering is reopened; it gives up after at most
@@ -62,11 +65,12 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
     from .threads import streaming_threads
 
     clf = Classifier.load(bundle, backend=backend, threads=streaming_threads(threads),
-                          spinning=streaming_threads(threads) == 0)
+                          spinning=streaming_threads(threads) == 0,
+                          precision=precision)
     src = open_source(source, live=live or None, fps=fps, open_timeout=open_timeout, read_timeout=read_timeout,
                       max_retries=retries)
-    click.echo(f"backend: image encoder on {clf.providers['image_encoder']}, heads on {clf.providers['query_head']}",
-               err=True)
+    click.echo(f"backend: image encoder on {clf.providers['image_encoder']} ({clf.precisions['image_encoder']}), "
+               f"heads on {clf.providers['query_head']} ({clf.precisions['query_head']})", err=True)
     thr = clf.default_threshold if threshold is None else threshold
     click.echo(f"scores: {'calibrated probabilities' if clf.calibrated else 'the paper fusion'}; 'unknown' below "
                f"{thr:.4f}{' (the bundle threshold)' if threshold is None and thr else ''}", err=True)
@@ -108,17 +112,22 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--threads", type=click.IntRange(min=0), default=None,
               help="onnxruntime intra-op threads (0 = its default; default: as `clipfsar run`).")
-def bench(bundle: Path, source: Path, backends, total_frames: int, as_json: bool, threads: Optional[int]) -> None:
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+              help="Graph variants to run (auto: from the bundle's precision report).")
+def bench(bundle: Path, source: Path, backends, total_frames: int, as_json: bool, threads: Optional[int],
+          precision: str = "auto") -> None:
     """Per-stage latency, decisions/s and resident memory over a long stream, per backend."""
     from .bench import run_bench
     from .threads import streaming_threads
 
-    report = run_bench(bundle, source, list(backends) or None, total_frames, threads=streaming_threads(threads))
+    report = run_bench(bundle, source, list(backends) or None, total_frames, threads=streaming_threads(threads),
+                       precision=precision)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     for r in report["backends"]:
-        click.echo(f"backend {r['backend']} ({r['provider']}): {r['decisions_per_s']:.1f} decisions/s, "
+        click.echo(f"backend {r['backend']} ({r['provider']}; "
+                   f"{', '.join(f'{g} {p}' for g, p in r['precisions'].items())}): {r['decisions_per_s']:.1f} decisions/s, "
                    f"{r['frames_per_s']:.0f} frames/s read")
         for stage, ms in r["ms_per_decision"].items():
             click.echo(f"  {stage:<11} {ms:8.3f} ms/decision")
