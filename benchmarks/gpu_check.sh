@@ -107,7 +107,7 @@ for precision in ("fp32", "fp16"):
 PY
 
 echo "== 3. AMP training steps ($ARCH, $STEPS steps, --amp auto)"
-"$PY" -m clipfsar synth "$OUT/train_data" --clips 4 --size "$SIZE" >/dev/null
+"$PY" -m clipfsar synth "$OUT/train_data" --clips 8 --size "$SIZE" >/dev/null  # an episode needs shot + query = 6
 start=$(date +%s.%N)
 timeout "$T3" "$PY" -m clipfsar train --data "$OUT/train_data" --out "$OUT/run" --arch "$ARCH" --steps "$STEPS" \
   --amp auto --val-every "$STEPS" --val-episodes 20 --save-every "$STEPS" > "$OUT/train.log" 2>&1 || failed 3 $?
