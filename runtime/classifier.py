@@ -19,7 +19,7 @@ from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tu
 import numpy as np
 
 from .bundle import Bundle
-from .engines import OnnxGraph
+from .engines import create_graph
 from .errors import ClipFsarError
 from .fusion import fuse_probs
 from .precision import choose_precisions
@@ -92,14 +92,19 @@ class Classifier:
         facts = bundle.manifest.model
         self.facts, self.prep = facts, facts.preprocess
         cache = bundle.root / "engines"
+        graphs = bundle.manifest.graphs
         chosen = choose_precisions(bundle, precision, backend)
         self.precisions: Dict[str, str] = {g: chosen[g] for g in ("image_encoder", "query_head")}
         p_enc, p_head = self.precisions["image_encoder"], self.precisions["query_head"]
-        self.image_encoder = OnnxGraph(bundle.graph_path("image_encoder", p_enc), backend, cache, threads, spinning,
-                                       precision=p_enc)
-        self.query_head = OnnxGraph(bundle.graph_path("query_head", p_head), backend, cache, threads, spinning,
-                                    precision=p_head)
+        self.image_encoder = create_graph(bundle.graph_path("image_encoder", p_enc), backend, cache, threads,
+                                          precision=p_enc, spec=graphs["image_encoder"], spinning=spinning,
+                                          graph_sha256=bundle.graph_sha256("image_encoder", p_enc))
+        self.query_head = create_graph(bundle.graph_path("query_head", p_head), backend, cache, threads,
+                                       precision=p_head, spec=graphs["query_head"], spinning=spinning,
+                                       graph_sha256=bundle.graph_sha256("query_head", p_head))
         self.backend = self.image_encoder.backend
+        for g, graph in (("image_encoder", self.image_encoder), ("query_head", self.query_head)):
+            self.precisions[g] = getattr(graph, "served_precision", self.precisions[g])  # on a Triton server
         self.providers = {"image_encoder": self.image_encoder.providers[0],
                           "query_head": self.query_head.providers[0]}
         self.class_names: Tuple[str, ...] = bundle.store.class_names
@@ -145,7 +150,6 @@ class Classifier:
         from .classes import rename_class
         self._use_bundle(rename_class(self.bundle.root, old, new))
 
-
     @staticmethod
     def load(bundle: Union[str, Path], backend: str = "auto", threads: int = 0, spinning: bool = True,
              precision: str = "auto") -> "Classifier":
@@ -153,7 +157,10 @@ class Classifier:
 
         Args:
             bundle: the bundle folder.
-            backend: ``auto`` (the best that truly runs), ``tensorrt``, ``cuda`` or ``cpu``.
+            backend: ``auto`` (the best that truly runs), ``trt`` (native TensorRT engines), ``tensorrt``
+                (onnxruntime's TensorRT EP), ``cuda`` or ``cpu``; or a Triton server running ``clipfsar serve``
+                (``grpc://HOST:PORT``, ``http://HOST:PORT``): the encoder and head calls go there, everything
+                else stays here (runtime/triton_client.py).
             threads: CPU threads per session (0 = onnxruntime's default).
             spinning: let idle onnxruntime threads spin (False when a video decoder shares the cores).
             precision: ``auto`` (from the bundle's precision report, see runtime/precision.py), ``fp32``,

@@ -51,10 +51,12 @@ def _decision_json(d, names) -> str:
 @click.option("--threads", type=click.IntRange(min=0), default=None,
               help="onnxruntime intra-op threads, idle threads not spinning (0 = onnxruntime's own default: one "
                    "per core, spinning; default: cores - 1, measured for streaming, see README).")
+@click.option("--server", help="Run the encoder and head on a `clipfsar serve` Triton server (grpc://HOST:PORT or "
+              "http://HOST:PORT[?timeout=S&retries=N]); decoding, the ring buffer and smoothing stay here.")
 def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: Optional[float], threshold: Optional[float],
         smooth: int, show: bool, save: Optional[Path], as_json: bool, max_fps: Optional[float], live: bool,
         open_timeout: float, read_timeout: float, retries: int, threads: Optional[int],
-        fps: Optional[float] = None, precision: str = "auto") -> None:
+        fps: Optional[float] = None, precision: str = "auto", server: Optional[str] = None) -> None:
     """Classify a camera, file or network stream with a bundle.
 
     A live source that stops delivering is reopened; it gives up after at most
@@ -64,7 +66,7 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
     from .sources import open_source
     from .threads import streaming_threads
 
-    clf = Classifier.load(bundle, backend=backend, threads=streaming_threads(threads),
+    clf = Classifier.load(bundle, backend=server or backend, threads=streaming_threads(threads),
                           spinning=streaming_threads(threads) == 0,
                           precision=precision)
     src = open_source(source, live=live or None, fps=fps, open_timeout=open_timeout, read_timeout=read_timeout,
