@@ -11,7 +11,8 @@ Faults and what happens:
   up to ``retry_max`` s), each bounded by ``open_timeout`` s; the gap is reported as a :class:`Gap`;
 * the first open is retried the same way; when it fails for good the error says why (timed out after N s,
   connection refused, host not found, HTTP 404 ...), with credentials masked (:mod:`.redact`);
-* a video file read as live is paced at its frame rate and ends at its end.
+* a video file read as live, or a stream whose capture reports a frame count (a file behind a URL), is paced at
+  its frame rate and ends at its end.
 
 The time to give up is bounded: :func:`give_up_seconds`. ``open_timeout`` and ``read_timeout`` are also passed to
 OpenCV's FFmpeg backend (``CAP_PROP_OPEN_TIMEOUT_MSEC``, ``CAP_PROP_READ_TIMEOUT_MSEC``), so a network stream that
@@ -31,6 +32,7 @@ import numpy as np
 from .netcheck import diagnose
 from .redact import redact
 from .sources import Frame, Gap, SourceError
+from .video import sane_frame_count
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +138,13 @@ class LiveSource:
                               f"({attempt + 1} attempt{'s' if attempt else ''})")
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else 30.0
-        self._pace = 1.0 / self.fps if is_file else 0.0  # a file read as live plays at its frame rate
+        # a stream whose capture reports a frame count is a file behind a URL (http://.../x.mp4): it ends at its
+        # end instead of being reopened forever, and plays at its frame rate like a file read as live
+        finite = (ends_at_end is None and opener is None
+                  and sane_frame_count(cap.get(cv2.CAP_PROP_FRAME_COUNT)) is not None)
+        if finite:
+            self.ends_at_end = True
+        self._pace = 1.0 / self.fps if is_file or finite else 0.0  # a file read as live plays at its frame rate
         self.duration = float("inf")
         self._thread = threading.Thread(target=self._supervise, args=(cap,), name=f"capture-{self.name}",
                                         daemon=True)

@@ -166,6 +166,19 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def file_url_path(url: str) -> str:
+    """The local path of a ``file://`` URL: ``file:///data/a%20b.mp4`` -> ``/data/a b.mp4``.
+
+    Raises:
+        SourceError: a ``file://`` URL naming another host (``file://server/x.mp4``).
+    """
+    from urllib.parse import unquote, urlsplit
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise SourceError(f"file URL {url} names host '{parts.netloc}'; only local files (file:///path) are read")
+    return unquote(parts.path)
+
+
 def open_source(spec: Union[str, int, Path], live: Optional[bool] = None, fps: Optional[float] = None,
                 **live_options):
     """Open a source from what a user types: ``0`` (camera), a video file, a folder of images, an
@@ -187,6 +200,8 @@ def open_source(spec: Union[str, int, Path], live: Optional[bool] = None, fps: O
     if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
         return LiveSource(int(spec), **live_options)
     s = str(spec)
+    if s.lower().startswith("file://"):  # a file URL is a file (file:///data/a.mp4, percent-escapes decoded)
+        s = file_url_path(s)
     if "!" in s or "://" in s:
         return LiveSource(s, **live_options)
     path = Path(s)
