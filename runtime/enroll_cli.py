@@ -86,9 +86,9 @@ def rename_cmd(bundle: Path, old: str, new: str) -> None:
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="Dataset folder (a folder per class + splits/); clips of classes the bundle has not enrolled.")
 @click.option("--split", default="val", show_default=True)
-@click.option("--far", type=float, default=0.05, show_default=True, help="Target false-accept rate of unknowns.")
-@click.option("--shot", type=int, default=1, show_default=True, help="Shots of the open-set episodes measured.")
-@click.option("--episodes", type=int, default=500, show_default=True, help="Open-set episodes measured.")
+@click.option("--far", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True, help="Target false-accept rate of unknowns.")
+@click.option("--shot", type=click.IntRange(min=1), default=1, show_default=True, help="Shots of the open-set episodes measured.")
+@click.option("--episodes", type=click.IntRange(min=1), default=500, show_default=True, help="Open-set episodes measured.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Measure and print; do not write the manifest.")
 def calibrate_threshold(bundle: Path, data: Path, split: str, far: float, shot: int, episodes: int, seed: int,

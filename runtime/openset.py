@@ -189,11 +189,15 @@ def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0
     Returns:
         The ``threshold`` entry for the manifest's calibration (score, value, far, counts, open-set metrics).
     Raises:
-        DatasetError: no clip of a class outside the bundle's classes in the split; bad ``far``.
+        DatasetError: no clip of a class outside the bundle's classes in the split; bad ``far``, ``shot`` or
+            ``episodes``.
     """
     from .calibration import calibrated_probs, rejection_scores, threshold_at_far
     if not 0 < far < 1:
         raise DatasetError(f"--far must be in (0, 1), got {far}")
+    for flag, value in (("--shot", shot), ("--episodes", episodes)):
+        if not isinstance(value, int) or value < 1:
+            raise DatasetError(f"{flag} must be a positive whole number, got {value!r}")
     feats = encode_split(bundle, Path(data), split, backend)
     store = bundle.store
     enrolled = set(store.class_names)

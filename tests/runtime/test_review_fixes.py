@@ -29,3 +29,24 @@ def test_file_served_over_http_ends_at_its_end(stream_file):
         assert frames and src.reconnects == 0 and src.error is None
     finally:
         server.shutdown()
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+    from clipfsar.cli import cli
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("flag,value", [("--episodes", 0), ("--episodes", -3), ("--shot", -2), ("--far", 1.5)])
+def test_calibrate_threshold_refuses_out_of_range_counts(tmp_path, flag, value):
+    r = _cli("calibrate-threshold", tmp_path, "--data", tmp_path, flag, value)
+    assert r.exit_code == 2 and flag in r.output and "Traceback" not in r.output
+
+
+def test_fit_threshold_api_refuses_bad_counts(tmp_path):
+    from clipfsar.runtime.errors import DatasetError
+    from clipfsar.runtime.openset import fit_threshold
+    with pytest.raises(DatasetError, match="--episodes must be a positive whole number, got 0"):
+        fit_threshold(None, tmp_path, episodes=0)
+    with pytest.raises(DatasetError, match="--shot must be a positive whole number, got -2"):
+        fit_threshold(None, tmp_path, shot=-2)
