@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 import clipfsar
-from clipfsar.runtime.bundle import Bundle, PrototypeStore, write_bundle
+from clipfsar.runtime.bundle import MANIFEST, Bundle, PrototypeStore, write_bundle
 from clipfsar.runtime.engines import OnnxGraph
 from clipfsar.runtime.errors import ClipFsarError
+from clipfsar.runtime.output_folder import check_output_folder
 from clipfsar.runtime.preprocess import preprocess_frames
 from clipfsar.runtime.video import read_clip, video_fps
 from clipfsar.train.checkpoint import load_checkpoint
@@ -85,11 +86,12 @@ def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1
     Example:
         >>> export_bundle(Path("runs/a"), Path("support/"), Path("bundle"), shots=5)
     Raises:
-        CheckpointError, DatasetError, BundleError (output exists without ``force``), ParityError.
+        CheckpointError, DatasetError, ParityError; ClipFsarError: ``out`` exists without ``force``, is an input
+        (or holds one), is not a bundle, or is under a file.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise ClipFsarError(f"output {out} exists; pass --force to replace it")
+    check_output_folder(out, force, [checkpoint, support_dir, classes_file, val_data], "bundle",
+                        lambda p: (p / MANIFEST).is_file())  # never the run folder, the support clips, ...
     ckpt = best_checkpoint(Path(checkpoint))
     model, prep, meta = load_checkpoint(ckpt)
     model = model.float().eval()

@@ -33,6 +33,7 @@ import numpy as np
 from clipfsar.runtime.atomic import staged_folder
 from clipfsar.runtime.bundle import Bundle
 from clipfsar.runtime.errors import ClipFsarError
+from clipfsar.runtime.output_folder import check_output_folder
 from clipfsar.runtime.serve_protocol import HEAD_OUTPUTS, INFO_MODEL, store_digest
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,8 @@ def export_triton_repo(bundle: Path, out: Path, kind: str = "gpu", instances: in
     Returns:
         model name -> what it runs (platform or backend, file, precision).
     Raises:
-        BundleError: the bundle fails validation. ClipFsarError: ``out`` exists (without ``overwrite``), a bad
-        kind, precision or batch size.
+        BundleError: the bundle fails validation. ClipFsarError: ``out`` exists (without ``overwrite``), is the
+        bundle (or holds it), is not a model repository, or is under a file; a bad kind, precision or batch size.
     """
     if kind not in KINDS:
         raise ClipFsarError(f"unknown instance kind '{kind}'; choose one of {', '.join(KINDS)}")
@@ -133,8 +134,8 @@ def export_triton_repo(bundle: Path, out: Path, kind: str = "gpu", instances: in
     if precision not in ("fp32", "fp16", "int8"):
         raise ClipFsarError(f"unknown precision '{precision}'; choose fp32, fp16 or int8")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ClipFsarError(f"{out} exists; pass --overwrite to replace it")
+    check_output_folder(out, overwrite, [bundle, engines], "model repository",
+                        lambda p: (p / INFO_MODEL / "config.pbtxt").is_file(), flag="--overwrite")
     prec = {g: precision if precision in b.precisions(g) else "fp32" for g in ("image_encoder", "query_head")}
     for g in ("image_encoder", "query_head"):
         spec = b.manifest.graphs[g]

@@ -18,6 +18,7 @@ import numpy as np
 
 from .atomic import staged_file, staged_folder
 from .errors import BundleError
+from .output_folder import check_output_folder
 from .preprocess import PreprocessConfig
 
 SCHEMA_VERSION = 2  # 2: graphs may list precision variants (fp16/int8); version 1 bundles still open (as fp32)
@@ -57,6 +58,11 @@ class PrototypeStore:
             raise BundleError("prototype store: duplicate class names")
         if any(not str(c).strip() for c in self.class_names):
             raise BundleError("prototype store: a class name is empty")
+        from .names import bad_name_characters
+        for c in self.class_names:
+            if bad_name_characters(c):
+                raise BundleError(f"prototype store: class name {c!r} holds control characters "
+                                  f"({bad_name_characters(c)})")
         if self.prototypes.ndim != 3 or self.prototypes.shape[0] != n:
             raise BundleError(f"prototype store: prototypes {self.prototypes.shape} do not match {n} classes")
         if self.text_features.shape != (n, self.prototypes.shape[2]) or self.shots.shape != (n,):
@@ -368,11 +374,13 @@ def write_bundle(out: Path, manifest: Dict[str, Any], files: Dict[str, Path], st
     hashes, write the manifest, then move the folder into place in one rename.
 
     ``manifest`` holds everything but hashes; ``manifest['graphs'][name]['file']`` names a key of ``files``.
-    Refuses an existing ``out`` unless ``force``; an existing bundle is replaced only once the new one is complete.
+    Refuses an existing ``out`` unless ``force``, and always a non-empty folder that is not a bundle (ClipFsarError);
+    an existing bundle is replaced only once the new one is complete.
     """
     out = Path(out)
     if out.exists() and not force:
         raise BundleError(f"output {out} exists; pass --force to replace it")
+    check_output_folder(out, force, [], "bundle", lambda p: (p / MANIFEST).is_file())  # never a non-bundle folder
     with staged_folder(out) as tmp:
         for rel, src in files.items():
             dst = _inside(tmp, rel, "file")

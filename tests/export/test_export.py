@@ -119,6 +119,24 @@ def test_existing_output_refused_then_forced(tmp_path, tiny_checkpoint, synth_da
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # nothing half-written left beside it
 
 
+def test_force_never_replaces_an_input_or_a_non_bundle(tmp_path, tiny_checkpoint, synth_data):
+    """`export --out RUN --force` with RUN the training run (or any folder that is not a bundle) is refused."""
+    from clipfsar.export.bundle_export import export_bundle
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint, run)
+    before = sorted(p.name for p in run.rglob("*"))
+    r = subprocess.run(CLI + ["export", "--checkpoint", str(run), "--support", str(synth_data), "--out", str(run),
+                              "--force"], capture_output=True, text=True)
+    assert r.returncode == 2 and "is the input" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert sorted(p.name for p in run.rglob("*")) == before
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(ClipFsarError, match="notes exists and is not a bundle"):
+        export_bundle(run, synth_data, other, force=True)
+    assert (other / "keep.txt").read_text() == "mine"
+
+
 def test_failed_export_leaves_existing_bundle(tmp_path, tiny_checkpoint, tiny_bundle):
     from clipfsar.export.bundle_export import export_bundle
     out = tmp_path / "b"

@@ -144,3 +144,35 @@ def test_verified_engine_becomes_a_plan(tiny_bundle, tmp_path):
     assert (tmp_path / "r2" / "image_encoder" / "1" / "model.plan").read_bytes() == blob
     cfg, _ = _config(tmp_path / "r2", "image_encoder")
     assert cfg.platform == "tensorrt_plan"
+
+
+def test_overwrite_never_destroys_inputs_or_other_folders(tiny_bundle, tmp_path):
+    """--overwrite replaces only a model repository; never the bundle, a folder holding it, or other data."""
+    import shutil
+    bundle = tmp_path / "holder" / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    (tmp_path / "holder" / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in bundle.iterdir())
+    for out, reason in ((bundle, "is the input"), (tmp_path / "holder", "a folder holding the input")):
+        r = subprocess.run(CLI + ["export-triton", str(bundle), str(out), "--overwrite"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and reason in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert sorted(p.name for p in bundle.iterdir()) == before
+    assert (tmp_path / "holder" / "notes.txt").read_text() == "mine"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(ClipFsarError, match="not a model repository"):
+        export_triton_repo(bundle, other, overwrite=True)
+    assert (other / "keep.txt").read_text() == "mine"
+    export_triton_repo(bundle, tmp_path / "repo")
+    export_triton_repo(bundle, tmp_path / "repo", overwrite=True)  # a model repository: replaced
+    assert (tmp_path / "repo" / "bundle_info" / "config.pbtxt").is_file()
+
+
+def test_output_under_a_file_is_a_clear_error(tiny_bundle, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = subprocess.run(CLI + ["export-triton", str(tiny_bundle), str(tmp_path / "afile" / "x")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "afile is not a folder" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (tmp_path / "afile").read_text() == "x"
