@@ -1,6 +1,8 @@
 """Drawing decisions on frames (label, score bar, frame rate), and writing or showing the annotated stream."""
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -9,7 +11,7 @@ import cv2
 import numpy as np
 
 from .classifier import UNKNOWN, Decision
-from .errors import VideoError
+from .errors import ClipFsarError, VideoError
 from .video import fourcc_for
 
 
@@ -34,6 +36,29 @@ def annotate(image: np.ndarray, decision: Optional[Decision], fps: Optional[floa
         cv2.putText(out, text, (w - tw - 6, int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
                     (255, 255, 255), thick, cv2.LINE_AA)
     return out
+
+
+def check_can_show() -> None:
+    """Raise ``ClipFsarError`` when ``--show`` cannot open a window here: OpenCV built without a GUI, or a Linux
+    machine with no display (no ``DISPLAY``/``WAYLAND_DISPLAY``; Qt would abort the process). Checked before
+    streaming. ``QT_QPA_PLATFORM`` set (e.g. ``offscreen``) is trusted."""
+    gui = next((line.split(":", 1)[1].strip() for line in cv2.getBuildInformation().splitlines()
+                if line.strip().startswith("GUI:")), "")
+    if gui.upper() == "NONE":
+        raise ClipFsarError("--show: this OpenCV has no GUI support (a headless build); use --save FILE instead")
+    if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
+            and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))):
+        raise ClipFsarError("--show needs a display, and DISPLAY is not set (a headless machine, or ssh without "
+                            "-X); use --save FILE instead")
+
+
+def check_save_path(save: Path, source: str) -> None:
+    """Raise ``ClipFsarError`` when ``--save`` would overwrite the ``--source`` being read (the same file)."""
+    src = Path(source)
+    if src.exists() and Path(save).exists() and os.path.samefile(src, save):
+        raise ClipFsarError(f"--save {save} is the --source being read; choose another output file")
+    if Path(save).is_dir():
+        raise ClipFsarError(f"--save {save} is a folder; give a video file name (.mp4, .avi)")
 
 
 class AnnotatedSink:

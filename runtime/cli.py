@@ -62,10 +62,15 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
     A live source that stops delivering is reopened; it gives up after at most
     read-timeout + retries x (open-timeout + 1 + read-timeout) + the backoff waits (75.5 s with the defaults).
     """
+    from .annotate import check_can_show, check_save_path
     from .classifier import Classifier
     from .sources import open_source
     from .threads import streaming_threads
 
+    if save is not None:
+        check_save_path(save, source)
+    if show:
+        check_can_show()
     clf = Classifier.load(bundle, backend=server or backend, threads=streaming_threads(threads),
                           spinning=streaming_threads(threads) == 0,
                           precision=precision)
