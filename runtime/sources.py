@@ -179,6 +179,9 @@ def file_url_path(url: str) -> str:
     return unquote(parts.path)
 
 
+MAX_CAMERA_INDEX = 2 ** 31 - 1  # the largest index cv2.VideoCapture(int) accepts
+
+
 def open_source(spec: Union[str, int, Path], live: Optional[bool] = None, fps: Optional[float] = None,
                 **live_options):
     """Open a source from what a user types: ``0`` (camera), a video file, a folder of images, an
@@ -197,7 +200,10 @@ def open_source(spec: Union[str, int, Path], live: Optional[bool] = None, fps: O
     if isinstance(spec, str) and not spec.strip():
         raise SourceError("the source is empty; expected a camera index, a video file, an image folder, a URL or a "
                           "GStreamer pipeline")
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isascii() and spec.isdigit()):
+        if not 0 <= int(spec) <= MAX_CAMERA_INDEX:  # OpenCV takes a C int (and reads index // 100 as a backend)
+            raise SourceError(f"camera index {spec} is out of range (0 to {MAX_CAMERA_INDEX}); cameras are "
+                              f"numbered from 0 (/dev/video0 is 0)")
         return LiveSource(int(spec), **live_options)
     s = str(spec)
     if s.lower().startswith("file://"):  # a file URL is a file (file:///data/a.mp4, percent-escapes decoded)

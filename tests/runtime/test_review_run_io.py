@@ -44,3 +44,13 @@ def test_check_can_show_trusts_a_display(monkeypatch):
             check_can_show()
     monkeypatch.setenv("DISPLAY", ":0")
     check_can_show()  # a display named: no error (opening it is OpenCV's job)
+
+
+def test_impossible_camera_index_is_a_clear_error(tiny_bundle):
+    from clipfsar.runtime.sources import SourceError, open_source
+    for spec in ("99999999999", 2 ** 31, -1):
+        with pytest.raises(SourceError, match=f"camera index {spec} is out of range"):
+            open_source(spec)
+    r = _run([str(tiny_bundle), "--source", "99999999999"])
+    assert r.returncode == 2 and "camera index 99999999999 is out of range" in r.stderr, r.stderr
+    assert "overload" not in r.stderr.lower() and "Traceback" not in r.stderr
