@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from clipfsar.runtime.errors import DatasetError
+from clipfsar.runtime.names import bad_name_characters
 from clipfsar.train.class_names import mapped_name, warn_id_like
 from clipfsar.train.data import class_folders, display_name, list_clips, scan_clips
 from clipfsar.train.splits import read_lines
@@ -56,6 +57,11 @@ def read_support(root: Path, shots: int, classes_file: Optional[Path] = None,
                            + ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else ""))
     if not folders:
         raise DatasetError(f"support folder {root} has no class folders")
+    for name, folder in folders.items():
+        if bad_name_characters(name):
+            raise DatasetError(f"support folder {root}: class name {name!r} (folder {folder.name!r}) holds control "
+                               f"characters ({bad_name_characters(name)}); rename the folder or map it with "
+                               f"--class-names")
     warn_id_like(list(folders), f"support folder {root}")
     support: Dict[str, List[Tuple[Path, int]]] = {}
     for name, folder in folders.items():

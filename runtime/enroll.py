@@ -24,6 +24,7 @@ import numpy as np
 from .bundle import Bundle, PrototypeStore, replace_store
 from .engines import create_graph
 from .errors import BundleError, ClipFsarError, VideoError
+from .names import bad_name_characters
 from .preprocess import preprocess_frames
 from .tokenizer import ClipTokenizer
 from .video import count_frames, read_clip, sample_indices
@@ -38,9 +39,12 @@ class EnrollError(ClipFsarError, ValueError):
 
 
 def check_name(name: str) -> str:
-    """A class name, stripped; refuses empty or whitespace-only names."""
+    """A class name, stripped; refuses empty or whitespace-only names and control characters (:mod:`.names`)."""
     if not isinstance(name, str) or not name.strip():
         raise EnrollError(f"class name {name!r} is empty or whitespace only")
+    bad = bad_name_characters(name.strip())
+    if bad:
+        raise EnrollError(f"class name {name.strip()!r} holds control characters ({bad}); use printable text")
     return name.strip()
 
 

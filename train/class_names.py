@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from clipfsar.runtime.errors import ClipFsarError, DatasetError
+from clipfsar.runtime.names import bad_name_characters
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,9 @@ def load_class_map(path: Path) -> Dict[str, str]:
         name = " ".join(name.split())
         if not name:
             raise DatasetError(f"class-name map {path}: '{key}' has an empty name")
+        if bad_name_characters(name):
+            raise DatasetError(f"class-name map {path}: the name of '{key}', {name!r}, holds control characters "
+                               f"({bad_name_characters(name)})")
         if name in seen:
             raise DatasetError(f"class-name map {path}: '{seen[name]}' and '{key}' are both named '{name}'")
         seen[name] = key

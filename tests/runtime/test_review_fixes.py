@@ -31,10 +31,27 @@ def test_file_served_over_http_ends_at_its_end(stream_file):
         server.shutdown()
 
 
-def _cli(*args):
-    from click.testing import CliRunner
-    from clipfsar.cli import cli
-    return CliRunner().invoke(cli, [str(a) for a in args])
+class _Result:
+    def __init__(self, exit_code, output):
+        self.exit_code, self.output = exit_code, output
+
+
+def _cli(*args) -> _Result:
+    """``clipfsar ARGS`` in this process, through ``main`` (which turns our errors into ``error: ...``, exit 2)."""
+    import contextlib
+    import io
+    import sys
+    from clipfsar.cli import main
+    out, argv, code = io.StringIO(), sys.argv, 0
+    sys.argv = ["clipfsar", *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            main()
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = argv
+    return _Result(code, out.getvalue())
 
 
 @pytest.mark.parametrize("flag,value", [("--episodes", 0), ("--episodes", -3), ("--shot", -2), ("--far", 1.5)])
@@ -50,3 +67,36 @@ def test_fit_threshold_api_refuses_bad_counts(tmp_path):
         fit_threshold(None, tmp_path, episodes=0)
     with pytest.raises(DatasetError, match="--shot must be a positive whole number, got -2"):
         fit_threshold(None, tmp_path, shot=-2)
+
+
+@pytest.mark.parametrize("bad", ["wave\nhand", "wave\thand", "wave\x01", "wave\u2028hand"])
+def test_class_names_with_control_characters_are_refused_everywhere(tiny_bundle, tmp_path, bad):
+    import numpy as np
+    from clipfsar.runtime.bundle import PROTOTYPES_FILE, PrototypeStore
+    from clipfsar.runtime.errors import BundleError, DatasetError
+    from clipfsar.runtime.classes import list_classes
+    from clipfsar.train.class_names import load_class_map
+
+    before = (tiny_bundle / PROTOTYPES_FILE).read_bytes()
+    old = list_classes(tiny_bundle)[0].name
+    for args in (["enroll", tiny_bundle, "--name", bad], ["classes", tiny_bundle, "rename", old, bad]):
+        r = _cli(*args)
+        assert r.exit_code == 2 and "holds control characters" in r.output, r.output
+    assert (tiny_bundle / PROTOTYPES_FILE).read_bytes() == before  # nothing stored changed
+    z = np.zeros((1, 2, 4), np.float32)
+    with pytest.raises(BundleError, match="holds control characters"):
+        PrototypeStore((bad,), z, z[:, 0], np.ones(1, np.int32))
+    cmap = tmp_path / "names.json"
+    cmap.write_text('{"0": "wave\\u0001"}')  # whitespace controls (\n, \t) in a map become spaces; \x01 cannot
+    with pytest.raises(DatasetError, match="'0'.*holds control characters"):
+        load_class_map(cmap)
+
+
+def test_export_refuses_a_support_folder_named_with_control_characters(tmp_path, stream_file):
+    import shutil
+    from clipfsar.export.support import read_support
+    from clipfsar.runtime.errors import DatasetError
+    (tmp_path / "wave\x01").mkdir()
+    shutil.copy(stream_file, tmp_path / "wave\x01" / "a.mp4")
+    with pytest.raises(DatasetError, match="holds control characters"):
+        read_support(tmp_path, 1)
