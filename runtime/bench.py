@@ -8,6 +8,7 @@ from typing import Dict, Iterator, List, Optional
 
 from .classifier import Classifier
 from .engines import usable_backends
+from .redact import refuse_url
 from .sources import FileSource, Frame
 
 
@@ -53,6 +54,7 @@ def run_bench(bundle: Path, source: Path, backends: Optional[List[str]] = None, 
     ``threads``: onnxruntime intra-op threads with spinning off (the decoder shares the cores); 0 = onnxruntime's
     own default (one thread per core, spinning).
     """
+    refuse_url(source, "bench --source")
     backends = backends or usable_backends()
     results = []
     for backend in backends:

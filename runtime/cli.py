@@ -111,7 +111,7 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--source", required=True, type=click.Path(path_type=Path), help="A video file.")
+@click.option("--source", required=True, type=click.Path(), help="A video file.")
 @click.option("--backend", "backends", multiple=True, type=click.Choice(BACKENDS[1:]),
               help="Backends to measure (default: every one that runs here).")
 @click.option("--frames", "total_frames", default=10000, show_default=True,
@@ -121,7 +121,7 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
               help="onnxruntime intra-op threads (0 = its default; default: as `clipfsar run`).")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
               help="Graph variants to run (auto: from the bundle's precision report).")
-def bench(bundle: Path, source: Path, backends, total_frames: int, as_json: bool, threads: Optional[int],
+def bench(bundle: Path, source: str, backends, total_frames: int, as_json: bool, threads: Optional[int],
           precision: str = "auto") -> None:
     """Per-stage latency, decisions/s and resident memory over a long stream, per backend."""
     from .bench import run_bench

@@ -25,6 +25,7 @@ from .bundle import Bundle, PrototypeStore, replace_store
 from .engines import create_graph
 from .errors import BundleError, ClipFsarError, VideoError
 from .names import bad_name_characters
+from .redact import refuse_url
 from .preprocess import preprocess_frames
 from .tokenizer import ClipTokenizer
 from .video import count_frames, read_clip, sample_indices
@@ -99,7 +100,7 @@ class Enroller:
         facts = self.bundle.manifest.model
         T = facts.frames
         if isinstance(clip, (str, Path)):
-            path = Path(clip)
+            path = Path(refuse_url(clip, "a clip"))
             if not path.exists():
                 raise VideoError(f"clip not found: {path}")
             n = count_frames(path)

@@ -10,13 +10,13 @@ import click
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.argument("clips", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("clips", nargs=-1, type=click.Path())
 @click.option("--name", required=True, help="The class name (goes into the bundle's prompt, e.g. 'a photo of {}').")
 @click.option("--add", is_flag=True, help="Add these clips as more shots of an enrolled class.")
 @click.option("--replace", is_flag=True, help="Enrol an already enrolled class again from these clips.")
 @click.option("--timeout", type=float, default=30.0, show_default=True,
               help="Seconds to wait while another process writes the bundle.")
-def enroll(bundle: Path, clips: Tuple[Path, ...], name: str, add: bool, replace: bool, timeout: float) -> None:
+def enroll(bundle: Path, clips: Tuple[str, ...], name: str, add: bool, replace: bool, timeout: float) -> None:
     """Enrol a class from K clips (video files or frame folders), or from its NAME alone (no clips: zero-shot),
     into BUNDLE, torch-free. The prototype store is rewritten atomically under a lock."""
     from .bundle import Bundle
@@ -83,7 +83,7 @@ def rename_cmd(bundle: Path, old: str, new: str) -> None:
 
 @click.command("calibrate-threshold")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--data", required=True, type=click.Path(path_type=Path),
+@click.option("--data", required=True, type=click.Path(),
               help="Dataset folder (a folder per class + splits/); clips of classes the bundle has not enrolled.")
 @click.option("--split", default="val", show_default=True)
 @click.option("--far", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True, help="Target false-accept rate of unknowns.")
@@ -91,7 +91,7 @@ def rename_cmd(bundle: Path, old: str, new: str) -> None:
 @click.option("--episodes", type=click.IntRange(min=1), default=500, show_default=True, help="Open-set episodes measured.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--dry-run", is_flag=True, help="Measure and print; do not write the manifest.")
-def calibrate_threshold(bundle: Path, data: Path, split: str, far: float, shot: int, episodes: int, seed: int,
+def calibrate_threshold(bundle: Path, data: str, split: str, far: float, shot: int, episodes: int, seed: int,
                         dry_run: bool) -> None:
     """Fit the "unknown" threshold at a false-accept rate on clips of classes BUNDLE has not enrolled; `run` then
     uses it by default (--threshold overrides, --threshold 0 turns rejection off)."""

@@ -23,6 +23,7 @@ from .calibration import video_text_cos
 from .engines import OnnxGraph
 from .errors import DatasetError
 from .preprocess import preprocess_frames
+from .redact import refuse_url
 from .tokenizer import ClipTokenizer
 from .splits import group_entries, parse_split
 from .video import VIDEO_EXTS, is_clip, natural_sorted, read_clip
@@ -198,7 +199,7 @@ def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0
     for flag, value in (("--shot", shot), ("--episodes", episodes)):
         if not isinstance(value, int) or value < 1:
             raise DatasetError(f"{flag} must be a positive whole number, got {value!r}")
-    feats = encode_split(bundle, Path(data), split, backend)
+    feats = encode_split(bundle, Path(refuse_url(data, "--data")), split, backend)
     store = bundle.store
     enrolled = set(store.class_names)
     unknown = [i for i, c in enumerate(feats.classes) if c not in enrolled]

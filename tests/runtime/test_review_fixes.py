@@ -100,3 +100,24 @@ def test_export_refuses_a_support_folder_named_with_control_characters(tmp_path,
     shutil.copy(stream_file, tmp_path / "wave\x01" / "a.mp4")
     with pytest.raises(DatasetError, match="holds control characters"):
         read_support(tmp_path, 1)
+
+
+def test_credentials_are_masked_in_query_keys_and_mangled_urls():
+    from clipfsar.runtime.redact import redact
+    assert redact("http://cam/s?api_key=k1&auth_token=t2&X-Amz-Signature=s3&w=1") == \
+        "http://cam/s?api_key=***&auth_token=***&X-Amz-Signature=***&w=1"
+    assert redact("rtsp:/admin:secretpw@127.0.0.1:1/s") == "rtsp:/admin:***@127.0.0.1:1/s"  # what Path makes of it
+    assert redact("source http://h/s?token=abc: connection refused") == \
+        "source http://h/s?token=***: connection refused"  # the ': ' separator stays
+
+
+URL = "rtsp://admin:secretpw@127.0.0.1:1/s?api_key=k1"
+
+
+@pytest.mark.parametrize("args", [["enroll", "{b}", "--name", "x", URL],
+                                  ["bench", "{b}", "--source", URL],
+                                  ["calibrate-threshold", "{b}", "--data", URL]])
+def test_commands_taking_local_paths_refuse_urls_masked(tiny_bundle, args):
+    r = _cli(*(a.format(b=tiny_bundle) for a in args))
+    assert r.exit_code == 2 and "not the URL rtsp://admin:***@127.0.0.1:1/s?api_key=***" in r.output, r.output
+    assert "secretpw" not in r.output and "k1" not in r.output
