@@ -28,7 +28,7 @@ from .names import bad_name_characters
 from .redact import refuse_url
 from .preprocess import preprocess_frames
 from .tokenizer import ClipTokenizer
-from .video import count_frames, read_clip, sample_indices
+from .video import IMAGE_EXTS, VIDEO_EXTS, count_frames, is_clip, read_clip, sample_indices
 
 log = logging.getLogger(__name__)
 Clip = Union[str, Path, np.ndarray, Sequence[np.ndarray]]
@@ -95,7 +95,8 @@ class Enroller:
         """(T, D) frame features of one clip: a video file, a folder of frames, or frames (uint8 BGR arrays).
 
         Raises:
-            VideoError: the clip is missing, unreadable or has no frames.
+            VideoError: the clip is missing, not a video file (by extension) or a folder of frames, unreadable, or
+                has no frames.
         """
         facts = self.bundle.manifest.model
         T = facts.frames
@@ -103,6 +104,9 @@ class Enroller:
             path = Path(refuse_url(clip, "a clip"))
             if not path.exists():
                 raise VideoError(f"clip not found: {path}")
+            if not is_clip(path):  # OpenCV's FFmpeg would read a text file as frames
+                raise VideoError(f"clip {path} is not a video file ({', '.join(VIDEO_EXTS)}) or a folder of image "
+                                 f"frames ({', '.join(IMAGE_EXTS)})")
             n = count_frames(path)
             if n == 0:
                 raise VideoError(f"clip {path} has no decodable frames")

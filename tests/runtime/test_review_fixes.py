@@ -121,3 +121,13 @@ def test_commands_taking_local_paths_refuse_urls_masked(tiny_bundle, args):
     r = _cli(*(a.format(b=tiny_bundle) for a in args))
     assert r.exit_code == 2 and "not the URL rtsp://admin:***@127.0.0.1:1/s?api_key=***" in r.output, r.output
     assert "secretpw" not in r.output and "k1" not in r.output
+
+
+def test_enroll_refuses_a_file_that_is_not_a_clip(tiny_bundle, synth_data, tmp_path):
+    from clipfsar.runtime.bundle import PROTOTYPES_FILE
+    before = (tiny_bundle / PROTOTYPES_FILE).read_bytes()
+    (tmp_path / "empty").mkdir()
+    for clip in (synth_data / "splits" / "train.txt", tmp_path / "empty"):
+        r = _cli("enroll", tiny_bundle, "--name", "newc", clip)
+        assert r.exit_code == 2 and f"clip {clip} is not a video file" in r.output, r.output
+    assert (tiny_bundle / PROTOTYPES_FILE).read_bytes() == before
