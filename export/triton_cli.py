@@ -28,4 +28,11 @@ def export_triton(bundle: Path, out: Path, kind: str, instances: int, max_batch:
                                  overwrite)
     for model, what in summary.items():
         click.echo(f"{model:<18} {what}")
+    import json
+    scores = json.loads((out / "bundle_info" / "1" / "info.json").read_text())["scores"]
+    thr = scores["threshold"]
+    click.echo(f"scores: read output '{scores['output']}' for what `clipfsar run` reports ("
+               f"{'calibrated probabilities' if scores['calibrated'] else 'the paper fusion, as probs'}); "
+               + ("no 'unknown' threshold fitted" if thr["value"] is None else
+                  f"'unknown' below {thr['value']:.4f} on {thr['score']}") + "; 'probs' is the paper's fusion")
     click.echo(f"wrote {out}: tritonserver --model-repository {out.resolve()}")

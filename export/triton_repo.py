@@ -5,11 +5,16 @@ Writes (no torch; onnx + numpy; H = image size, T = frames, D = embedding dim, N
     OUT/image_encoder/config.pbtxt + 1/model.onnx   onnxruntime_onnx, images FP32 [3,H,W] -> features FP32 [D]
                                      (1/model.plan)  tensorrt_plan instead, when --engines holds a verified engine
     OUT/query_head/config.pbtxt + 1/model.onnx      onnxruntime_onnx, query FP32 [T,D] -> probs, p_fewshot,
-                                                     p_videotext, distances FP32 [N]; the prototype store is baked
-                                                     into the graph as constants (one input: batches across clients)
+                                                     p_videotext, distances, calibrated_probs FP32 [N]; the
+                                                     prototype store is baked into the graph as constants (one
+                                                     input: batches across clients)
     OUT/window_classifier/config.pbtxt + 1/model.py Python backend (BLS): frames FP32 [T,3,H,W] (one window,
-                                                     preprocessed) -> image_encoder -> query_head -> the same 4 outputs
+                                                     preprocessed) -> image_encoder -> query_head -> the same 5 outputs
     OUT/bundle_info/config.pbtxt + 1/model.py       Python backend: the JSON our client checks (``bundle_info``)
+
+``calibrated_probs`` is what ``clipfsar run`` reports (temperature, zero-shot map; export/triton_calibrated.py);
+``probs`` stays the paper's fusion (the protocol of ``clipfsar serve``). The "unknown" threshold (its score and
+value) is in ``bundle_info`` (``scores``) and in the head's and window model's config ``parameters``.
 
 Every batched model has ``dynamic_batching`` and an ``instance_group``; the dims above exclude Triton's batch
 axis (``max_batch_size`` > 0). The repository speaks the protocol of ``clipfsar serve`` (same model and tensor
@@ -32,9 +37,12 @@ import numpy as np
 
 from clipfsar.runtime.atomic import staged_folder
 from clipfsar.runtime.bundle import Bundle
+from clipfsar.runtime.calibration import runtime_calibration, split_threshold
 from clipfsar.runtime.errors import ClipFsarError
 from clipfsar.runtime.output_folder import check_output_folder
 from clipfsar.runtime.serve_protocol import HEAD_OUTPUTS, INFO_MODEL, store_digest
+
+from .triton_calibrated import CALIBRATED_OUTPUT, add_calibrated_output
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +51,14 @@ KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 _TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
 
 
-def bake_store(head_onnx: Path, prototypes: np.ndarray, text: np.ndarray, out: Path) -> None:
+def bake_store(head_onnx: Path, prototypes: np.ndarray, text: np.ndarray, out: Path,
+               shots: Optional[np.ndarray] = None, calibration: Optional[Dict] = None) -> None:
     """Write ``query_head`` with its ``prototypes`` (N, T, D) and ``text`` (N, D) inputs turned into constants.
 
     The math is unchanged (the same nodes read the same tensors), so its outputs equal the original graph's fed
     with the same store; only ``query`` (B, T, D) stays an input, which lets Triton batch it across clients.
+    With ``shots`` (N,) and ``calibration`` (the runtime's, ``runtime_calibration``), one more output,
+    ``calibrated_probs`` (B, N), gives what ``clipfsar run`` reports (export/triton_calibrated.py).
     """
     import onnx
     from onnx import numpy_helper
@@ -64,6 +75,8 @@ def bake_store(head_onnx: Path, prototypes: np.ndarray, text: np.ndarray, out: P
     graph.input.extend(keep)
     for name, value in consts.items():
         graph.initializer.append(numpy_helper.from_array(value, name))
+    if calibration is not None:
+        add_calibrated_output(model, text, shots, calibration)
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
 
@@ -73,9 +86,10 @@ def _tensor(name: str, dtype: str, dims) -> str:
 
 
 def model_config(name: str, inputs, outputs, max_batch: int, kind: str, instances: int, queue_delay_us: int,
-                 platform: Optional[str] = None, backend: Optional[str] = None) -> str:
+                 platform: Optional[str] = None, backend: Optional[str] = None,
+                 parameters: Optional[Dict[str, str]] = None) -> str:
     """A ``config.pbtxt`` (Triton's ModelConfig in protobuf text format). ``inputs``/``outputs``: (name, TYPE, dims)
-    with dims excluding the batch axis."""
+    with dims excluding the batch axis; ``parameters``: string key/values (ModelConfig.parameters)."""
     lines = [f'name: "{name}"', f'platform: "{platform}"' if platform else f'backend: "{backend}"',
              f"max_batch_size: {max_batch}",
              "input [\n" + ",\n".join(_tensor(*t) for t in inputs) + "\n]",
@@ -83,6 +97,8 @@ def model_config(name: str, inputs, outputs, max_batch: int, kind: str, instance
              f"dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}",
              f"instance_group [ {{ count: {instances} kind: {kind} }} ]",
              "version_policy: { latest: { num_versions: 1 } }"]
+    for key, value in (parameters or {}).items():
+        lines.append(f'parameters {{ key: "{key}" value: {{ string_value: {json.dumps(value)} }} }}')
     return "\n".join(lines) + "\n"
 
 
@@ -143,7 +159,11 @@ def export_triton_repo(bundle: Path, out: Path, kind: str = "gpu", instances: in
             if t.dtype != "float32":
                 raise ClipFsarError(f"{g}: tensor {t.name} is {t.dtype}; the repository expects float32 I/O")
     summary: Dict[str, str] = {}
-    head_out = [(n, "TYPE_FP32", [N]) for n in HEAD_OUTPUTS]
+    head_out = [(n, "TYPE_FP32", [N]) for n in HEAD_OUTPUTS + (CALIBRATED_OUTPUT,)]
+    cal = runtime_calibration(b.manifest.calibration, store.shots, T, facts.vt_scale)  # as `clipfsar run`
+    score, threshold = split_threshold(cal)
+    params = {"calibrated": "yes" if cal.get("temperature") else "no (calibrated_probs = probs)",
+              "threshold_score": score, "threshold": "none" if threshold is None else repr(threshold)}
     with staged_folder(out) as tmp:
         # the image encoder: ONNX, or a verified TensorRT plan
         enc = tmp / "image_encoder"
@@ -164,10 +184,10 @@ def export_triton_repo(bundle: Path, out: Path, kind: str = "gpu", instances: in
         head = tmp / "query_head"
         (head / "1").mkdir(parents=True)
         bake_store(b.graph_path("query_head", prec["query_head"]), store.prototypes, store.text_features,
-                   head / "1" / "model.onnx")
+                   head / "1" / "model.onnx", store.shots, cal)
         (head / "config.pbtxt").write_text(model_config(
             "query_head", [("query", "TYPE_FP32", [T, D])], head_out, max_batch, KINDS[kind], instances,
-            queue_delay_us, platform="onnxruntime_onnx"))
+            queue_delay_us, platform="onnxruntime_onnx", parameters=params))
         summary["query_head"] = f"onnxruntime_onnx ({prec['query_head']}, {N} classes baked in)"
         # the windowed head: one window of T preprocessed frames -> class scores (Python backend, BLS)
         win = tmp / WINDOW_MODEL
@@ -175,7 +195,7 @@ def export_triton_repo(bundle: Path, out: Path, kind: str = "gpu", instances: in
         (win / "1" / "model.py").write_text(_WINDOW_MODEL_PY)
         (win / "config.pbtxt").write_text(model_config(
             WINDOW_MODEL, [("frames", "TYPE_FP32", [T, 3, H, H])], head_out, max(1, max_batch // T), "KIND_CPU",
-            instances, queue_delay_us, backend="python"))
+            instances, queue_delay_us, backend="python", parameters=params))
         summary[WINDOW_MODEL] = "python (BLS: image_encoder then query_head)"
         # what our client checks
         info = tmp / INFO_MODEL
@@ -188,7 +208,10 @@ def export_triton_repo(bundle: Path, out: Path, kind: str = "gpu", instances: in
                            "provider": summary[g]} for g in ("image_encoder", "query_head")},
             "store_digest": store_digest(store.prototypes, store.text_features),
             "classes": list(store.class_names), "frames": T, "embed_dim": D, "image_size": H,
-            "max_batch": max_batch}, indent=2) + "\n")
+            "max_batch": max_batch,
+            "scores": {"output": CALIBRATED_OUTPUT, "calibrated": bool(cal.get("temperature")),
+                       "temperature": cal.get("temperature"), "zero_shot": cal.get("zero_shot"),
+                       "threshold": {"score": score, "value": threshold}}}, indent=2) + "\n")
         (info / "config.pbtxt").write_text(model_config(
             INFO_MODEL, [("client", "TYPE_STRING", [1])], [("info", "TYPE_STRING", [1])], 8, "KIND_CPU", 1, 0,
             backend="python"))
@@ -202,7 +225,7 @@ and query_head (Triton Python backend, business-logic scripting). Written by `cl
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-OUTPUTS = ("probs", "p_fewshot", "p_videotext", "distances")
+OUTPUTS = ("probs", "p_fewshot", "p_videotext", "distances", "calibrated_probs")
 
 
 def _run(model, inputs, outputs):

@@ -217,6 +217,16 @@ def fit_report(tau: float, distances: np.ndarray, labels: np.ndarray, frames: in
     return out
 
 
+def runtime_calibration(calibration: Dict, shots: np.ndarray, frames: int, vt_scale: float) -> Dict:
+    """The calibration the runtime applies: the manifest's ``calibration`` entry, or, when it has no temperature
+    but the store has zero-shot classes (``shots == 0``), the paper's scales (``tau = T``, ``a = vt_scale``,
+    ``b = 0``). No temperature in the result: scores are the paper's ``probs``."""
+    cal = dict(calibration)
+    if not cal.get("temperature") and (np.asarray(shots) == 0).any():
+        cal.update(temperature=float(frames), zero_shot={"a": float(vt_scale), "b": 0.0})
+    return cal
+
+
 def split_threshold(calibration: Dict) -> Tuple[str, Optional[float]]:
     """(score name, threshold) stored in a manifest's calibration entry (threshold None when none was fitted)."""
     t = calibration.get("threshold") or {}

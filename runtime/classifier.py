@@ -114,11 +114,10 @@ class Classifier:
     # ----- classes and calibration (runtime/enroll.py, runtime/classes.py, runtime/calibration.py) ---------------
     def _use_bundle(self, bundle: Bundle) -> None:
         """Adopt a (re)opened bundle's store and calibration; the sessions stay."""
-        from .calibration import split_threshold
+        from .calibration import runtime_calibration, split_threshold
         self.bundle, self.class_names = bundle, bundle.store.class_names
-        cal = dict(bundle.manifest.calibration)
-        if not cal.get("temperature") and (bundle.store.shots == 0).any():  # uncalibrated: the paper's scales
-            cal.update(temperature=float(self.facts.frames), zero_shot={"a": self.facts.vt_scale, "b": 0.0})
+        cal = runtime_calibration(bundle.manifest.calibration, bundle.store.shots, self.facts.frames,
+                                  self.facts.vt_scale)  # uncalibrated with zero-shot classes: the paper's scales
         self._calibration = cal
         self.default_threshold = split_threshold(cal)[1] or 0.0
 

@@ -61,12 +61,12 @@ def test_every_config_parses_and_matches_the_manifest(repo, tiny_bundle):
     assert [(i.name, list(i.dims)) for i in head.input] == [("query", _dims(spec.inputs[0].shape))] == \
         [("query", [T, D])]
     assert [(o.name, list(o.dims), o.data_type) for o in head.output] == \
-        [(o.name, [n], pb.TYPE_FP32) for o in spec.outputs]
+        [(o.name, [n], pb.TYPE_FP32) for o in spec.outputs] + [("calibrated_probs", [n], pb.TYPE_FP32)]
 
     win, pb = _config(repo, "window_classifier")
     assert win.backend == "python" and win.max_batch_size == 32 // T
     assert [(i.name, list(i.dims)) for i in win.input] == [("frames", [T, 3, H, H])]
-    assert [o.name for o in win.output] == [o.name for o in spec.outputs]
+    assert [o.name for o in win.output] == [o.name for o in spec.outputs] + ["calibrated_probs"]
     info, pb = _config(repo, "bundle_info")
     assert info.backend == "python" and info.input[0].data_type == pb.TYPE_STRING
     for name in ("window_classifier", "bundle_info"):
@@ -83,9 +83,9 @@ def test_baked_head_equals_the_bundle_head(repo, tiny_bundle):
     orig = ort.InferenceSession(str(b.graph_path("query_head")), providers=["CPUExecutionProvider"])
     q = np.random.default_rng(0).standard_normal((5, b.manifest.model.frames, b.manifest.model.embed_dim))
     q = q.astype(np.float32)
-    a = baked.run(None, {"query": q})
+    a = baked.run([o.name for o in orig.get_outputs()], {"query": q})
     o = orig.run(None, {"query": q, "prototypes": store.prototypes, "text": store.text_features})
-    for x, y in zip(a, o):
+    for x, y in zip(a, o, strict=True):
         np.testing.assert_allclose(x, y, atol=1e-6)
 
 
@@ -176,3 +176,50 @@ def test_output_under_a_file_is_a_clear_error(tiny_bundle, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "afile is not a folder" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def _calibrated_equals_the_runtime(repo_dir, bundle_dir):
+    import onnxruntime as ort
+    from clipfsar.runtime.classifier import Classifier
+    clf = Classifier.load(bundle_dir, backend="cpu")
+    baked = ort.InferenceSession(str(repo_dir / "query_head" / "1" / "model.onnx"),
+                                 providers=["CPUExecutionProvider"])
+    q = np.random.default_rng(1).standard_normal((4, clf.facts.frames, clf.facts.embed_dim)).astype(np.float32)
+    served = baked.run(["calibrated_probs"], {"query": q})[0]
+    np.testing.assert_allclose(served, clf.scores(q), atol=2e-6)  # what `clipfsar run` reports
+    info = json.loads((repo_dir / "bundle_info" / "1" / "info.json").read_text())["scores"]
+    assert info["output"] == "calibrated_probs" and info["calibrated"] == clf.calibrated
+    assert info["threshold"]["value"] == (clf.default_threshold or None)
+    return clf, info
+
+
+def test_calibrated_probs_and_threshold_equal_the_local_runtime(repo, tiny_bundle, tmp_path):
+    """The repository's `calibrated_probs` is what the local runtime reports, with the bundle's threshold; for a
+    calibrated bundle, one with a zero-shot class and a fitted threshold, and an uncalibrated one."""
+    import dataclasses
+    import shutil
+    from clipfsar.runtime.bundle import replace_store, update_manifest
+    clf, info = _calibrated_equals_the_runtime(repo, tiny_bundle)
+    assert clf.calibrated  # the fixture bundle has a fitted temperature (val split)
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    cal = dict(Bundle.open(b).manifest.calibration)
+    cal.update(zero_shot={"a": 30.0, "b": -2.0}, threshold={"score": "max_prob", "value": 0.3125})
+    update_manifest(b, "calibration", cal)
+
+    def zero_shot_first(store):  # class 0 by name only: scored by the zero-shot map
+        shots, protos = store.shots.copy(), store.prototypes.copy()
+        shots[0], protos[0] = 0, 0.0
+        return dataclasses.replace(store, shots=shots, prototypes=protos)
+    replace_store(b, zero_shot_first)
+    export_triton_repo(b, tmp_path / "r1")
+    clf, info = _calibrated_equals_the_runtime(tmp_path / "r1", b)
+    assert info["threshold"] == {"score": "max_prob", "value": 0.3125}
+    assert 'key: "threshold" value: { string_value: "0.3125" }' in \
+        (tmp_path / "r1" / "query_head" / "config.pbtxt").read_text()
+    c = tmp_path / "c"
+    shutil.copytree(tiny_bundle, c)
+    update_manifest(c, "calibration", {})  # uncalibrated, every class few-shot: calibrated_probs = probs
+    export_triton_repo(c, tmp_path / "r2")
+    clf, info = _calibrated_equals_the_runtime(tmp_path / "r2", c)
+    assert not clf.calibrated and info["threshold"]["value"] is None
