@@ -263,6 +263,11 @@ class Classifier:
 
         Yields ``(source index, Decision)``; see :meth:`stream` for the arguments.
         """
+        for flag, value in (("--window", window), ("--hop", hop)):  # NaN fails every comparison: refused too
+            if value is not None and not 0 < value < float("inf"):
+                raise ClipFsarError(f"{flag} must be a positive number of seconds, got {value}")
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise ClipFsarError(f"--threshold must be a score in [0, 1], got {threshold}")
         window = float(window or self.facts.window_seconds)
         T = self.facts.frames
         interval = window / T
@@ -277,6 +282,10 @@ class Classifier:
                 if src.duration < window:
                     raise SourceError(f"window of {window:g} s is longer than {src.name} ({src.duration:.2f} s); "
                                       f"pass a shorter --window")
+                fps = getattr(src, "fps", None)
+                if fps and window * fps < 1:
+                    raise SourceError(f"window of {window:g} s is shorter than one frame of {src.name} "
+                                      f"({1 / fps:.3g} s at {fps:g} fps); pass a longer --window")
             active = list(range(len(states)))
             while active:
                 due: List[Tuple[int, Frame]] = []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -22,15 +23,24 @@ def _decision_json(d, names) -> str:
                        "scores": {n: round(s, 6) for n, s in zip(names, d.scores)}})
 
 
+def _finite(ctx, param, value):
+    """A click callback refusing NaN and infinity (click's FloatRange lets NaN through)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--source", required=True, help="Camera index, video file, image folder, URL or GStreamer pipeline.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
               help="Graph variants to run (auto: from the bundle's precision report).")
-@click.option("--window", type=float, help="Seconds per decision window (default: the bundle's).")
-@click.option("--hop", type=float, help="Seconds between decisions (default: window / T).")
-@click.option("--threshold", type=float, default=None,
+@click.option("--window", type=click.FloatRange(min=0, min_open=True), callback=_finite,
+              help="Seconds per decision window (default: the bundle's).")
+@click.option("--hop", type=click.FloatRange(min=0, min_open=True), callback=_finite,
+              help="Seconds between decisions (default: window / T).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None, callback=_finite,
               help="Below this score: 'unknown' (default: the bundle's fitted threshold, see `clipfsar "
                    "calibrate-threshold`; 0 turns rejection off).")
 @click.option("--smooth", type=int, default=1, show_default=True, help="Average over the last k windows.")

@@ -14,7 +14,7 @@ import click
 @click.option("--name", required=True, help="The class name (goes into the bundle's prompt, e.g. 'a photo of {}').")
 @click.option("--add", is_flag=True, help="Add these clips as more shots of an enrolled class.")
 @click.option("--replace", is_flag=True, help="Enrol an already enrolled class again from these clips.")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
+@click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds to wait while another process writes the bundle.")
 def enroll(bundle: Path, clips: Tuple[str, ...], name: str, add: bool, replace: bool, timeout: float) -> None:
     """Enrol a class from K clips (video files or frame folders), or from its NAME alone (no clips: zero-shot),

@@ -131,3 +131,24 @@ def test_enroll_refuses_a_file_that_is_not_a_clip(tiny_bundle, synth_data, tmp_p
         r = _cli("enroll", tiny_bundle, "--name", "newc", clip)
         assert r.exit_code == 2 and f"clip {clip} is not a video file" in r.output, r.output
     assert (tiny_bundle / PROTOTYPES_FILE).read_bytes() == before
+
+
+@pytest.mark.parametrize("args", [["run", "B", "--source", "x.mp4", "--threshold", v] for v in ("1.5", "-1", "nan")]
+                         + [["run", "B", "--source", "x.mp4", "--hop", v] for v in ("0", "-1")]
+                         + [["run", "B", "--source", "x.mp4", "--window", v] for v in ("-1", "0", "inf")]
+                         + [["enroll", "B", "--name", "x", "--timeout", "-1"]])
+def test_out_of_range_values_are_refused_by_the_cli(tmp_path, args):
+    r = _cli(*args)
+    assert r.exit_code == 2 and f"Invalid value for '{args[-2]}'" in r.output, r.output
+
+
+def test_out_of_range_values_are_refused_by_the_api(tiny_bundle, stream_file):
+    from clipfsar.runtime.classifier import Classifier
+    from clipfsar.runtime.errors import ClipFsarError
+    clf = Classifier.load(tiny_bundle, backend="cpu")
+    for kwargs, message in (({"threshold": 1.5}, "--threshold must be a score in"),
+                            ({"threshold": float("nan")}, "--threshold"), ({"hop": 0}, "--hop must be a positive number"),
+                            ({"window": -1}, "--window must be a positive number"),
+                            ({"window": 1e-9}, "shorter than one frame of")):
+        with pytest.raises(ClipFsarError, match=message):
+            list(clf.stream(str(stream_file), **kwargs))
