@@ -1,6 +1,7 @@
 """Drawing decisions on frames (label, score bar, frame rate), and writing or showing the annotated stream."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -54,6 +55,10 @@ def check_can_show() -> None:
 
 def check_save_path(save: Path, source: str) -> None:
     """Raise ``ClipFsarError`` when ``--save`` would overwrite the ``--source`` being read (the same file)."""
+    if source.lower().startswith("file://"):  # file:///data/a.mp4 is the file /data/a.mp4
+        from .sources import file_url_path
+        with contextlib.suppress(ClipFsarError):
+            source = file_url_path(source)
     src = Path(source)
     if src.exists() and Path(save).exists() and os.path.samefile(src, save):
         raise ClipFsarError(f"--save {save} is the --source being read; choose another output file")

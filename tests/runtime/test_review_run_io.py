@@ -22,8 +22,8 @@ def test_save_onto_the_source_is_refused(tiny_bundle, stream_file, tmp_path):
     before = src.read_bytes()
     link = tmp_path / "link.mp4"
     link.symlink_to(src)
-    for save in (src, link):
-        r = _run([str(tiny_bundle), "--source", str(src), "--save", str(save)])
+    for source, save in ((src, src), (src, link), (src.as_uri(), src)):
+        r = _run([str(tiny_bundle), "--source", str(source), "--save", str(save)])
         assert r.returncode == 2 and "is the --source being read" in r.stderr and "Traceback" not in r.stderr
     assert src.read_bytes() == before
 
