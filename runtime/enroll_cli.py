@@ -30,6 +30,11 @@ def enroll(bundle: Path, clips: Tuple[str, ...], name: str, add: bool, replace: 
     k = int(b.store.shots[i])
     what = f"{k} shots" if k else "zero-shot (text feature only, scored by the video-text branch)"
     click.echo(f"enrolled '{name.strip()}' in {bundle}: {what}; {len(b.store.class_names)} classes")
+    _remind_threshold(b)
+
+
+def _remind_threshold(b) -> None:
+    """After the classes changed: the fitted 'unknown' threshold (if any) was fitted for the old ones."""
     if (b.manifest.calibration.get("threshold") or {}).get("value") is not None:
         click.echo("note: the 'unknown' threshold was fitted for the previous classes; run `clipfsar "
                    "calibrate-threshold` again", err=True)
@@ -44,6 +49,10 @@ def classes(ctx: click.Context, bundle: Path) -> None:
     Example: clipfsar classes bundle/ rename "wave" "waving a hand"
     """
     ctx.obj = bundle
+
+
+_timeout = click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+                        help="Seconds to wait while another process writes the bundle.")
 
 
 @classes.command("list")
@@ -62,23 +71,27 @@ def list_cmd(bundle: Path, as_json: bool) -> None:
 
 @classes.command("remove")
 @click.argument("name")
+@_timeout
 @click.pass_obj
-def remove_cmd(bundle: Path, name: str) -> None:
+def remove_cmd(bundle: Path, name: str, timeout: float) -> None:
     """Remove class NAME."""
     from .classes import remove_class
-    b = remove_class(bundle, name)
+    b = remove_class(bundle, name, timeout)
     click.echo(f"removed '{name}'; {len(b.store.class_names)} classes left")
+    _remind_threshold(b)
 
 
 @classes.command("rename")
 @click.argument("old")
 @click.argument("new")
+@_timeout
 @click.pass_obj
-def rename_cmd(bundle: Path, old: str, new: str) -> None:
+def rename_cmd(bundle: Path, old: str, new: str, timeout: float) -> None:
     """Rename OLD to NEW (its text feature and prototype are recomputed for the new name)."""
     from .classes import rename_class
-    rename_class(bundle, old, new)
+    b = rename_class(bundle, old, new, timeout)
     click.echo(f"renamed '{old}' to '{new.strip()}'")
+    _remind_threshold(b)
 
 
 @click.command("calibrate-threshold")

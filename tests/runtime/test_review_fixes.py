@@ -152,3 +152,22 @@ def test_out_of_range_values_are_refused_by_the_api(tiny_bundle, stream_file):
                             ({"window": 1e-9}, "shorter than one frame of")):
         with pytest.raises(ClipFsarError, match=message):
             list(clf.stream(str(stream_file), **kwargs))
+
+
+def test_classes_remove_and_rename_remind_the_threshold_and_honour_timeout(tiny_bundle, tmp_path):
+    import shutil
+    from clipfsar.runtime.bundle import Bundle, bundle_lock, update_manifest
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    cal = dict(Bundle.open(b).manifest.calibration)
+    update_manifest(b, "calibration", {**cal, "threshold": {"score": "max_prob", "value": 0.3}})
+    first, second = Bundle.open(b).store.class_names[:2]
+    with bundle_lock(b):  # another writer holds the bundle: --timeout bounds the wait, nothing changes
+        r = _cli("classes", b, "remove", first, "--timeout", "0.2")
+        assert r.exit_code == 2 and "being changed by another process" in r.output and "0.2 s" in r.output
+    assert first in Bundle.open(b).store.class_names
+    for args in (["remove", first], ["rename", second, "waving a hand"]):
+        r = _cli("classes", b, *args)
+        assert r.exit_code == 0 and "run `clipfsar calibrate-threshold` again" in r.output, r.output
+    r = _cli("classes", b, "rename", "x", "y", "--timeout", "-1")
+    assert r.exit_code == 2 and "Invalid value for '--timeout'" in r.output
