@@ -305,7 +305,8 @@ class Bundle:
         """
         root = Path(root)
         if not root.is_dir():
-            raise BundleError(f"bundle folder not found: {root}")
+            raise BundleError(f"bundle {root} is not a folder (a bundle is the folder `clipfsar export` writes)"
+                              if root.exists() else f"bundle folder not found: {root}")
         mpath = root / MANIFEST
         if not mpath.is_file():
             raise BundleError(f"bundle {root} has no {MANIFEST}")

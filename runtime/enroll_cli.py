@@ -28,8 +28,9 @@ def enroll(bundle: Path, clips: Tuple[str, ...], name: str, add: bool, replace: 
     b = Enroller(Bundle.open(bundle)).enroll(name, list(clips), mode, timeout)
     i = b.store.class_names.index(name.strip())
     k = int(b.store.shots[i])
-    what = f"{k} shots" if k else "zero-shot (text feature only, scored by the video-text branch)"
-    click.echo(f"enrolled '{name.strip()}' in {bundle}: {what}; {len(b.store.class_names)} classes")
+    what = f"{k} shot{'s' if k != 1 else ''}" if k else "zero-shot (text feature only, scored by the video-text branch)"
+    n = len(b.store.class_names)
+    click.echo(f"enrolled '{name.strip()}' in {bundle}: {what}; {n} class{'es' if n != 1 else ''}")
     _remind_threshold(b)
 
 
@@ -77,7 +78,8 @@ def remove_cmd(bundle: Path, name: str, timeout: float) -> None:
     """Remove class NAME."""
     from .classes import remove_class
     b = remove_class(bundle, name, timeout)
-    click.echo(f"removed '{name}'; {len(b.store.class_names)} classes left")
+    left = len(b.store.class_names)
+    click.echo(f"removed '{name}'; {left} class{'es' if left != 1 else ''} left")
     _remind_threshold(b)
 
 

@@ -181,7 +181,11 @@ class LiveSource:
         cap.release()
         took = time.monotonic() - t0
         if took >= 0.9 * self.open_timeout:
-            return None, f"timed out after {self.open_timeout:g} s"
+            # a server that answers but sends what FFmpeg cannot decode also uses up the open timeout: probe it in
+            # what is left of the attempt's bound, so the error says "sent no stream" rather than only "timed out"
+            left = self.open_timeout + _GRACE - took
+            why = diagnose(self.spec, left / 2) if isinstance(self.spec, str) and left > 0.2 else None
+            return None, f"timed out after {self.open_timeout:g} s" + (f"; {why}" if why else "")
         if isinstance(self.spec, int):
             node = Path(f"/dev/video{self.spec}")
             if Path("/dev").is_dir() and not node.exists() and Path("/sys/class").is_dir():

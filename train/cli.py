@@ -145,7 +145,8 @@ def evaluate(checkpoint: Optional[Path], bundle: Optional[Path], data: Path, spl
                f"(seed {seed}), {report.get('checkpoint') or report['bundle']}"
                + (f" [{', '.join(f'{g} {p}' for g, p in report['precisions'].items())}]" if "precisions" in report
                   else ""))
-    click.echo(f"{'branch':<12}{'accuracy':>10}{'ci95':>8}")
+    labels = {b: f"{b} (beta={report['beta']})" if b == "fusion" else b for b in report["branches"]}
+    width = max(12, *(len(v) + 2 for v in labels.values()))  # the fusion row's label is longer than 12
+    click.echo(f"{'branch':<{width}}{'accuracy':>10}{'ci95':>8}")
     for branch, acc in report["branches"].items():
-        label = f"{branch} (beta={report['beta']})" if branch == "fusion" else branch
-        click.echo(f"{label:<12}{acc['accuracy']:>10.2f}{acc['ci95']:>8.2f}")
+        click.echo(f"{labels[branch]:<{width}}{acc['accuracy']:>10.2f}{acc['ci95']:>8.2f}")

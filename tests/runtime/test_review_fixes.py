@@ -171,3 +171,37 @@ def test_classes_remove_and_rename_remind_the_threshold_and_honour_timeout(tiny_
         assert r.exit_code == 0 and "run `clipfsar calibrate-threshold` again" in r.output, r.output
     r = _cli("classes", b, "rename", "x", "y", "--timeout", "-1")
     assert r.exit_code == 2 and "Invalid value for '--timeout'" in r.output
+    names = Bundle.open(b).store.class_names
+    for name in names[:-1]:  # down to one class: "1 class left", not "1 classes left"
+        r = _cli("classes", b, "remove", name)
+    assert r.exit_code == 0 and "; 1 class left" in r.output, r.output
+    r = _cli("classes", b / "manifest.json", "list")  # a file, not a folder: said so
+    assert r.exit_code == 2 and "manifest.json is not a folder" in r.output, r.output
+
+
+def test_a_server_sending_junk_is_reported_as_such(stream_file):
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def serve():  # an HTTP 200 answer, then bytes that are no video
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                try:
+                    c.recv(1024)
+                    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: video/mp4\r\n\r\n" + b"junk" * 4096)
+                    c.recv(1)  # hold the connection open until the client gives up
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with pytest.raises(SourceError, match="answered HTTP 200 but sent no stream OpenCV can decode"):
+            open_source(f"http://127.0.0.1:{srv.getsockname()[1]}/s", open_timeout=1, max_retries=0)
+    finally:
+        srv.close()

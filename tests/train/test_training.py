@@ -80,6 +80,8 @@ def test_cli_train_then_eval_reproducible_json(synth_data, tmp_path):
     assert 0 <= reports[0]["accuracy"] <= 100 and reports[0]["ci95"] > 0
     table = subprocess.run(args[:-1], capture_output=True, text=True).stdout
     assert "fewshot" in table and "fusion" in table
+    rows = table.splitlines()[1:]  # header and one row per branch: columns aligned (the fusion label is long)
+    assert len(rows) == 4 and len({len(r) for r in rows}) == 1, table
     r = subprocess.run(CLI + ["train", "--data", str(synth_data), "--out", str(run), "--steps", "2"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "already exists" in r.stderr
