@@ -20,7 +20,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from clipfsar.runtime.bundle import Bundle, NewVariant, add_variants
+from clipfsar.runtime.bundle import Bundle
+from clipfsar.runtime.bundle_edit import NewVariant, add_variants
 from clipfsar.runtime.engines import OnnxGraph
 from clipfsar.runtime.errors import ClipFsarError
 

@@ -5,7 +5,8 @@ import logging
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from clipfsar.runtime.bundle import Bundle, update_manifest
+from clipfsar.runtime.bundle import Bundle
+from clipfsar.runtime.bundle_edit import update_manifest
 from clipfsar.runtime.errors import ClipFsarError
 from clipfsar.runtime.tokenizer import build_tokenizer_json, tokenizer_manifest_entry
 

@@ -15,7 +15,9 @@ from typing import List, Union
 
 import numpy as np
 
-from .bundle import Bundle, PrototypeStore, replace_store
+from .bundle import Bundle
+from .bundle_edit import replace_store
+from .store import PrototypeStore
 from .enroll import EnrollError, Enroller, check_name
 
 

@@ -21,7 +21,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .bundle import Bundle, PrototypeStore, replace_store
+from .bundle import Bundle
+from .bundle_edit import replace_store
+from .store import PrototypeStore
 from .engines import create_graph
 from .errors import BundleError, ClipFsarError, VideoError
 from .names import bad_name_characters

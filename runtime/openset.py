@@ -225,7 +225,7 @@ def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0
 
 def store_threshold(bundle: Bundle, entry: Dict) -> Bundle:
     """Write a threshold entry into the manifest's calibration (keeping the temperature), atomically."""
-    from .bundle import update_manifest
+    from .bundle_edit import update_manifest
     cal = dict(bundle.manifest.calibration)
     cal["threshold"] = entry
     return update_manifest(bundle.root, "calibration", cal)

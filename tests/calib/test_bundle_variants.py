@@ -94,7 +94,7 @@ def test_bad_input_leaves_bundle_unchanged(tmp_path, bundle_copy):
 _KILL_SCRIPT = """
 import contextlib, os, sys
 from pathlib import Path
-import clipfsar.runtime.bundle as B
+import clipfsar.runtime.bundle_edit as B
 real = B.staged_file
 @contextlib.contextmanager
 def dying(path, *a, **k):
