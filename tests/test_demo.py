@@ -18,7 +18,7 @@ def test_demo_writes_summary(tmp_path):
     for shot in ("1-shot", "5-shot"):
         for branch in ("zero_shot", "few_shot", "fusion"):
             acc = s["evaluation"][shot][branch]
-            assert 0 <= acc["accuracy"] <= 100 and acc["ci95"] > 0
+            assert 0 <= acc["accuracy"] <= 100 and acc["ci95"] >= 0  # 0 when a 20-step model ties every episode
             assert f"{acc['accuracy']:.1f} +- {acc['ci95']:.1f}" in r.stdout  # the printed number is the stored one
     assert set(s["goals"]) == {"zero-shot >= 35 %", "fusion >= few-shot"}
     assert max(s["export"]["parity_max_abs_diff"].values()) <= 1e-4
