@@ -138,7 +138,12 @@ class Classifier(StreamingMixin):
         return feats
 
     def scores(self, feats: np.ndarray, beta: Optional[float] = None) -> np.ndarray:
-        """(B, T, D) frame features -> (B, N) class probabilities (the bundle's fusion, or ``beta``)."""
+        """(B, T, D) frame features -> (B, N) class probabilities: the calibrated ones when the bundle has a
+        calibration, else the bundle's fusion; with ``beta``, the paper's fusion at that beta."""
+        return self._scores(feats, beta)[0]
+
+    def _scores(self, feats: np.ndarray, beta: Optional[float] = None) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+        """``scores`` and the query head's raw outputs, from one head call."""
         t0 = time.perf_counter()
         store = self.bundle.store
         out = self.query_head.run(query=np.ascontiguousarray(feats, np.float32), prototypes=store.prototypes,
@@ -150,7 +155,7 @@ class Classifier(StreamingMixin):
                                      self._calibration).astype(np.float32)
         self.stats.seconds["head"] += time.perf_counter() - t0
         self.stats.head_calls += 1
-        return probs
+        return probs, out
 
     def _result(self, probs: np.ndarray, threshold: Optional[float]) -> Tuple[str, float]:
         if threshold is None:  # the bundle's threshold (fitted by `clipfsar calibrate-threshold`), else none
@@ -172,7 +177,8 @@ class Classifier(StreamingMixin):
             raise ClipFsarError("classify_clip: no frames given")
         idx = sample_indices(len(frames), self.facts.frames, "center")
         feats = self.encode([frames[i] for i in idx])[None]  # (1, T, D)
-        probs = self.scores(feats)[0]
-        fused = self.scores(feats, beta=self.facts.beta)[0] if self.calibrated else probs
+        probs, out = self._scores(feats)
+        probs = probs[0]
+        fused = fuse_probs(out["p_fewshot"], out["p_videotext"], self.facts.beta)[0] if self.calibrated else probs
         label, score = self._result(probs, threshold)
         return ClipResult(label, score, tuple(float(p) for p in probs), tuple(float(p) for p in fused))
