@@ -32,7 +32,7 @@ import numpy as np
 from .netcheck import diagnose
 from .redact import redact
 from .sources import Frame, Gap, SourceError
-from .video import sane_frame_count
+from .video import DEFAULT_FPS, sane_fps, sane_frame_count
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,7 @@ class LiveSource:
         if cap is None:
             raise SourceError(f"cannot open live source {self.name}: {why} "
                               f"({attempt + 1} attempt{'s' if attempt else ''})")
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and 0 < fps < 1000 else 30.0
+        self.fps = sane_fps(cap.get(cv2.CAP_PROP_FPS)) or DEFAULT_FPS
         # a stream whose capture reports a frame count is a file behind a URL (http://.../x.mp4): it ends at its
         # end instead of being reopened forever, and plays at its frame rate like a file read as live
         finite = (ends_at_end is None and opener is None
