@@ -122,11 +122,16 @@ def calibrate_bundle(bundle_dir: Path, data: Path, precisions: Sequence[str] = (
             ``static-u8`` (CPU).
         max_drop: accuracy points a variant may lose before it is flagged.
     Raises:
-        DatasetError: too few readable frames. BundleError: invalid bundle. ClipFsarError: unknown precision.
+        DatasetError: too few readable frames. BundleError: invalid bundle. ClipFsarError: unknown precision,
+        ``max_drop`` not finite and >= 0, ``episodes`` < 1.
     """
     bad = [p for p in precisions if p not in ("fp16", "int8")]
     if bad or not precisions:
         raise ClipFsarError(f"--precision takes fp16 and/or int8 (fp32 is always there), got {','.join(precisions)}")
+    if not 0 <= max_drop < float("inf"):  # NaN fails too: it would switch the flag off
+        raise ClipFsarError(f"--max-drop must be a finite number of points >= 0, got {max_drop}")
+    if episodes < 1:
+        raise ClipFsarError(f"--episodes must be >= 1, got {episodes}")
     bundle = Bundle.open(Path(bundle_dir))
     sets = collect_frames(Path(data), bundle.manifest.model, frames, holdout, seed, split)
     with tempfile.TemporaryDirectory(prefix="clipfsar-calib-") as work:

@@ -70,8 +70,13 @@ class PretrainConfig:
                 raise ConfigError(f"{key} must be >= 1; got {getattr(self, key)}")
         if self.batch < 2:
             raise ConfigError(f"batch must be >= 2 (a contrastive loss needs negatives); got {self.batch}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0; got {self.lr}")
+        if not 0 < self.lr < math.inf:  # NaN fails too
+            raise ConfigError(f"lr must be a finite number > 0; got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"weight_decay must be a finite number >= 0; got {self.weight_decay}")
+        for key in ("warmup_steps", "cache_mb"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0; got {getattr(self, key)}")
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -234,6 +239,9 @@ class Pretrainer:
                     texts = [caps[i][int(rng.integers(len(caps[i])))] for i in idx]
                     frames = store.batch(idx, cfg.frames, rng).to(self.device)
                     loss = contrastive_loss(clip, loss_fn, frames, tokenizer(texts).to(self.device))
+                    if not torch.isfinite(loss):  # diverged: never write NaN weights
+                        raise ClipFsarError(f"pretraining diverged at step {step + 1} (loss {float(loss.detach())}); "
+                                            f"lower --lr (now {cfg.lr:g}); no weights were written")
                     optim.zero_grad(set_to_none=True)
                     loss.backward()
                     optim.step()

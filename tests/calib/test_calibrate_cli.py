@@ -52,6 +52,13 @@ def test_bad_arguments(bundle_copy, synth_data, tmp_path):
     assert r.returncode == 2 and "nowhere" in r.stderr and "not a folder" in r.stderr
     r = _cli("calibrate", tmp_path / "nobundle", "--data", synth_data)
     assert r.returncode == 2 and "bundle folder not found" in r.stderr
+    before = (bundle_copy / "manifest.json").read_bytes()
+    for option, value, message in (("--episodes", 0, "--episodes must be >= 1"),
+                                   ("--max-drop", "nan", "--max-drop must be a finite number"),
+                                   ("--max-drop", -1, "--max-drop must be a finite number")):
+        r = _cli("calibrate", bundle_copy, "--data", synth_data, "--split", "test", option, value)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (bundle_copy / "manifest.json").read_bytes() == before
 
 
 def test_run_with_a_precision_the_bundle_lacks(bundle_copy, stream_file):

@@ -179,3 +179,23 @@ def test_pretraining_on_images_and_clips_without_splits(tmp_path, synth_data):
     trainer = Pretrainer(PretrainConfig(data=str(data), out=str(tmp_path / "run"), steps=2, batch=4))
     trainer.run()
     assert len(trainer.clip_paths) == 4 and (tmp_path / "run" / WEIGHTS_FILE).is_file()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--lr", "nan", "lr must be a finite number > 0"), ("--lr", "inf", "lr must be a finite number > 0"),
+    ("--warmup-steps", "-1", "warmup_steps must be >= 0"), ("--cache-mb", "-1", "cache_mb must be >= 0")])
+def test_cli_bad_numbers_exit_2_before_the_run_folder(tmp_path, synth_data, option, value, message):
+    r = subprocess.run(CLI + ["pretrain", "--data", str(synth_data), "--out", str(tmp_path / "run"), "--steps", "1",
+                              option, value], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_diverged_pretraining_writes_no_weights(tmp_path, synth_data):
+    from clipfsar.runtime.errors import ClipFsarError
+    from clipfsar.train.pretrain import PretrainConfig, Pretrainer
+    out = tmp_path / "run"
+    cfg = PretrainConfig(data=str(synth_data), out=str(out), steps=3, batch=4, lr=1e30, warmup_steps=0, seed=0)
+    with pytest.raises(ClipFsarError, match="diverged"):
+        Pretrainer(cfg).run()
+    assert not list(out.glob("*.safetensors"))
