@@ -10,6 +10,7 @@ Example:
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
@@ -18,6 +19,8 @@ import numpy as np
 
 from clipfsar.runtime.errors import DatasetError
 from clipfsar.runtime.video import IMAGE_EXTS, is_clip
+
+log = logging.getLogger(__name__)
 
 CAPTIONS_FILE = "captions.txt"
 
@@ -91,6 +94,9 @@ def read_captions(file: Path, root: Optional[Path] = None,
                 raise CaptionsError(f"{where}: the caption needs {need} tokens; the text encoder's context holds "
                                     f"{context_length} (shorten it)")
         rows.append(CaptionRow(path.resolve(), caption, n))
+    if skipped and rows:  # said, so a misspelt class folder is not dropped in silence
+        log.warning("%s: %d of %d rows skipped: their clips are outside the split used (or misspelt)", file, skipped,
+                    skipped + len(rows))
     if not rows:
         why = f" ({skipped} rows name clips outside the split used)" if skipped else ""
         raise CaptionsError(f"captions file {file} has no usable rows{why}")

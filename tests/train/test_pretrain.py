@@ -108,6 +108,16 @@ def test_pretraining_reads_only_the_train_split(tmp_path):
     assert (tmp_path / "run" / WEIGHTS_FILE).is_file()
 
 
+def test_rows_outside_the_split_are_counted_in_a_warning(tmp_path, synth_data, caplog):
+    from clipfsar.train.captions import read_captions
+    file = tmp_path / "captions.txt"
+    file.write_text("a_circle_moving_left/0000.mp4\ta circle\na_circel_typo/0000.mp4\ta typo\n")
+    with caplog.at_level("WARNING"):
+        rows = read_captions(file, synth_data, keep=lambda path: "typo" not in str(path))
+    assert len(rows) == 1
+    assert "1 of 2 rows skipped" in caplog.text and str(file) in caplog.text
+
+
 BAD_CAPTIONS = [
     ("a_circle_moving_left/9999.mp4\ta circle\n", "line 2: clip 'a_circle_moving_left/9999.mp4' not found"),
     ("{clip}\t   \n", "line 2: the caption of '{clip}' is empty"),
