@@ -7,7 +7,8 @@
 2. Open-set quality (few-shot open-set protocol after Berti et al. 2026): seeded 5-way 1-shot and 5-shot episodes
    on the test split whose queries are one clip of each episode class plus 5 clips of test classes outside the
    episode; AUROC and OSCR of each candidate rejection score, closed-set accuracy of the calibrated probability
-   and of the paper's fused probability (same argmax when beta = 0).
+   and of the paper's fused probability (same argmax when beta = 0). ``znorm`` (runtime/cohort.py) is normalised
+   against a cohort of up to 256 train-split clips, as ``clipfsar calibrate-threshold`` builds it.
 
     .venv/bin/python benchmarks/enrol_bench.py --run RUN --data DATA [--episodes 2000] [--archs tiny ViT-B-16]
 
@@ -63,6 +64,7 @@ def main() -> None:
     from clipfsar.export.bundle_export import export_bundle
     from clipfsar.runtime.bundle import Bundle
     from clipfsar.runtime.calibration import softmax
+    from clipfsar.runtime.cohort import MAX_COHORT_CLIPS, sample_cohort
     from clipfsar.runtime.openset import encode_split, open_set_metrics, run_episodes
 
     if not a.keep:
@@ -105,8 +107,10 @@ def main() -> None:
     b = Bundle.open(a.out / "tiny_bundle")
     feats = encode_split(b, a.data, "test")
     cal = b.manifest.calibration
+    train = encode_split(b, a.data, "train")  # the open-set cohort, as `calibrate-threshold` builds it
+    cohort, _ = sample_cohort(train.clips, MAX_COHORT_CLIPS, seed=0)
     for shot in (1, 5):
-        m = open_set_metrics(b, feats, cal, shot, a.episodes, seed=0)
+        m = open_set_metrics(b, feats, cal, shot, a.episodes, seed=0, cohort=cohort)
         ep = run_episodes(b, feats, 5, shot, a.episodes, 0)  # closed set: the paper's fused argmax
         fused_acc = float((ep.fused.argmax(-1) == ep.labels).mean() * 100)
         cal_acc = float((softmax(-ep.distances / cal["temperature"]).argmax(-1) == ep.labels).mean() * 100)

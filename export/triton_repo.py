@@ -164,6 +164,7 @@ def export_triton_repo(bundle: Path, out: Path, kind: str = "gpu", instances: in
     score, threshold = split_threshold(cal)
     params = {"calibrated": "yes" if cal.get("temperature") else "no (calibrated_probs = probs)",
               "threshold_score": score, "threshold": "none" if threshold is None else repr(threshold)}
+    znorm = _znorm_info(b) if score == "znorm" else None
     with staged_folder(out) as tmp:
         # the image encoder: ONNX, or a verified TensorRT plan
         enc = tmp / "image_encoder"
@@ -211,7 +212,7 @@ def export_triton_repo(bundle: Path, out: Path, kind: str = "gpu", instances: in
             "max_batch": max_batch,
             "scores": {"output": CALIBRATED_OUTPUT, "calibrated": bool(cal.get("temperature")),
                        "temperature": cal.get("temperature"), "zero_shot": cal.get("zero_shot"),
-                       "threshold": {"score": score, "value": threshold}}}, indent=2) + "\n")
+                       "threshold": {"score": score, "value": threshold}, "znorm": znorm}}, indent=2) + "\n")
         (info / "config.pbtxt").write_text(model_config(
             INFO_MODEL, [("client", "TYPE_STRING", [1])], [("info", "TYPE_STRING", [1])], 8, "KIND_CPU", 1, 0,
             backend="python"))
@@ -275,3 +276,19 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("info", info)]))
         return responses
 '''
+
+
+def _znorm_info(b: Bundle) -> Dict:
+    """The open-set score's per-class cohort statistics (runtime/cohort.py), for applications that threshold
+    the served ``distances`` themselves."""
+    from clipfsar.runtime.cohort import ZNorm, load_cohort
+    from clipfsar.runtime.engines import OnnxGraph
+    cohort = load_cohort(b)
+    if cohort is None:
+        raise ClipFsarError(f"bundle {b.root}: its threshold is on 'znorm' but it has no open-set cohort; run "
+                            f"`clipfsar calibrate-threshold` again")
+    st = b.store
+    z = ZNorm.fit(OnnxGraph(b.graph_path("query_head"), "cpu").run, cohort, st.prototypes, st.text_features, st.shots)
+    return {"mu": z.mu.tolist(), "sd": z.sd.tolist(),
+            "formula": "known = Phi(-min_c (d_c - mu_c) / sd_c), d_c = distances_c for few-shot classes, "
+                       "-cos(mean_t query_t, text_c) for zero-shot ones; 'unknown' when known < threshold"}

@@ -111,6 +111,8 @@ class Manifest:
     tokenizer: Dict[str, Any] = field(default_factory=dict)
     calibration: Dict[str, Any] = field(default_factory=dict)
     class_map: Dict[str, str] = field(default_factory=dict)  # class folder -> class name (--class-names)
+    # optional: frame features of clips of actions that are not enrolled, for the open-set score (runtime/cohort.py)
+    cohort: Dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> Dict[str, Any]:
         import dataclasses
@@ -145,7 +147,8 @@ class Manifest:
                                 precision_report=dict(data.get("precision_report", {})),
                                 tokenizer=dict(data.get("tokenizer") or {}),
                                 calibration=dict(data.get("calibration") or {}),
-                                class_map=dict(data.get("class_map") or {}))
+                                class_map=dict(data.get("class_map") or {}),
+                                cohort=dict(data.get("cohort") or {}))
             _check_types(manifest, where)
             return manifest
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -189,7 +192,7 @@ def _check_types(m: "Manifest", where: str) -> None:
         for t in g.inputs + g.outputs:
             if not isinstance(t.name, str) or not isinstance(t.dtype, str) or not isinstance(t.shape, list):
                 raise bad(f"graph '{name}': malformed input/output {t}")
-    for key, entry in (("prototypes", m.prototypes), ("tokenizer", m.tokenizer)):
+    for key, entry in (("prototypes", m.prototypes), ("tokenizer", m.tokenizer), ("cohort", m.cohort)):
         if (entry or key == "prototypes") and not (isinstance(entry.get("file"), str)
                                                    and isinstance(entry.get("sha256"), str)):
             raise bad(f"{key} needs a string file and sha256")
@@ -249,6 +252,8 @@ class Bundle:
         entries.append(("prototype store", manifest.prototypes.get("file", ""), manifest.prototypes.get("sha256", "")))
         if manifest.tokenizer:
             entries.append(("tokenizer", manifest.tokenizer.get("file", ""), manifest.tokenizer.get("sha256", "")))
+        if manifest.cohort:
+            entries.append(("open-set cohort", manifest.cohort.get("file", ""), manifest.cohort.get("sha256", "")))
         for what, rel, digest in entries:
             path = _inside(root, rel, what)
             if not path.is_file():
@@ -325,7 +330,7 @@ def write_bundle(out: Path, manifest: Dict[str, Any], files: Dict[str, Path], st
     return Bundle.open(out)
 
 
-_EDITS = ("NewVariant", "add_variants", "bundle_lock", "replace_store", "update_manifest")
+_EDITS = ("NewVariant", "add_variants", "bundle_lock", "replace_store", "update_manifest", "set_cohort")
 
 
 def __getattr__(name: str):

@@ -1,6 +1,6 @@
 """Changes to an existing bundle, each atomic and under the bundle's writer lock: precision variants
-(calib/), the prototype store (enrolment, class management) and optional manifest entries (tokenizer,
-calibration). The format itself is defined in runtime/bundle.py.
+(calib/), the prototype store (enrolment, class management), the open-set cohort and optional manifest entries
+(tokenizer, calibration). The format itself is defined in runtime/bundle.py.
 """
 from __future__ import annotations
 
@@ -218,3 +218,44 @@ def update_manifest(root: Path, key: str, value: Dict[str, Any], timeout: float 
         except PermissionError as e:
             raise BundleError(f"bundle {root} is read-only ({e.strerror}); nothing was changed") from e
         return Bundle.open(root)
+
+
+COHORT_PREFIX = "cohort"
+
+
+def set_cohort(root: Path, features, info: Dict[str, Any], timeout: float = 30.0) -> Bundle:
+    """Store the open-set cohort (M, T, D) float32 frame features (runtime/cohort.py) atomically, under the lock:
+    a new file named by its hash, then the manifest's ``cohort`` entry (``info`` plus file and sha256) in one
+    rename, then the old cohort file is removed.
+
+    Raises:
+        BundleError: features of the wrong shape, an invalid, read-only or locked bundle.
+    """
+    import numpy as np
+    from safetensors.numpy import save_file
+    root = Path(root)
+    feats = np.ascontiguousarray(features, np.float32)
+    with bundle_lock(root, timeout):
+        bundle = Bundle.open(root, check_hashes=False)
+        facts = bundle.manifest.model
+        if feats.ndim != 3 or feats.shape[1:] != (facts.frames, facts.embed_dim) or len(feats) < 2 \
+                or not np.isfinite(feats).all():
+            raise BundleError(f"bundle {root}: cohort features {list(feats.shape)} must be finite "
+                              f"[M >= 2, {facts.frames}, {facts.embed_dim}]")
+        tmp = root / f".{COHORT_PREFIX}.new.safetensors"
+        try:
+            save_file({"features": feats}, str(tmp))
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            digest = sha256_of(tmp)
+            rel = f"{COHORT_PREFIX}.{digest[:16]}.safetensors"
+            os.replace(tmp, root / rel)
+        except PermissionError as e:
+            raise BundleError(f"bundle {root} is read-only ({e.strerror}); nothing was changed") from e
+        data = json.loads((root / MANIFEST).read_text())
+        data["cohort"] = {**json.loads(json.dumps(info)), "file": rel, "sha256": digest, "clips": int(len(feats))}
+        _write_manifest(root, data)
+        for path in root.glob(f"{COHORT_PREFIX}.*.safetensors"):
+            if path.name != rel:
+                path.unlink(missing_ok=True)
+        return Bundle.open(root, check_hashes=False)

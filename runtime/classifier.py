@@ -17,7 +17,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .engines import create_graph
-from .errors import ClipFsarError
+from .errors import BundleError, ClipFsarError
 from .fusion import fuse_probs
 from .precision import choose_precisions
 from .preprocess import preprocess_frames
@@ -66,7 +66,17 @@ class Classifier(StreamingMixin):
         cal = runtime_calibration(bundle.manifest.calibration, bundle.store.shots, self.facts.frames,
                                   self.facts.vt_scale)  # uncalibrated with zero-shot classes: the paper's scales
         self._calibration = cal
-        self.default_threshold = split_threshold(cal)[1] or 0.0
+        self.open_set_score, threshold = split_threshold(cal)
+        self.default_threshold = threshold or 0.0
+        self._znorm = None
+        if self.open_set_score == "znorm":  # per-class cohort statistics for the open-set score (runtime/cohort.py)
+            from .cohort import ZNorm, load_cohort
+            cohort = load_cohort(bundle)
+            if cohort is None:
+                raise BundleError(f"bundle {bundle.root}: its 'unknown' threshold is on 'znorm' but it has no "
+                                  f"open-set cohort; run `clipfsar calibrate-threshold` again")
+            store = bundle.store
+            self._znorm = ZNorm.fit(self.query_head.run, cohort, store.prototypes, store.text_features, store.shots)
 
     @property
     def calibrated(self) -> bool:
@@ -149,20 +159,27 @@ class Classifier(StreamingMixin):
         out = self.query_head.run(query=np.ascontiguousarray(feats, np.float32), prototypes=store.prototypes,
                                   text=store.text_features)
         probs = out["probs"] if beta is None else fuse_probs(out["p_fewshot"], out["p_videotext"], beta)
-        if beta is None and self.calibrated:  # what users read: calibrated probabilities (runtime/calibration.py)
+        if (beta is None and self.calibrated) or self._znorm is not None:
             from .calibration import calibrated_probs, video_text_cos
-            probs = calibrated_probs(out["distances"], video_text_cos(feats, store.text_features), store.shots,
-                                     self._calibration).astype(np.float32)
+            cos = video_text_cos(feats, store.text_features)
+            if beta is None and self.calibrated:  # what users read: calibrated probabilities (runtime/calibration.py)
+                probs = calibrated_probs(out["distances"], cos, store.shots, self._calibration).astype(np.float32)
+            if self._znorm is not None:  # the open-set score (runtime/cohort.py), (B,)
+                out = dict(out, known=self._znorm.known(out["distances"], cos, store.shots))
         self.stats.seconds["head"] += time.perf_counter() - t0
         self.stats.head_calls += 1
         return probs, out
 
-    def _result(self, probs: np.ndarray, threshold: Optional[float]) -> Tuple[str, float]:
+    def _result(self, probs: np.ndarray, threshold: Optional[float],
+                known: Optional[float] = None) -> Tuple[str, float]:
+        """(label, score): the top class and its score, or ``unknown`` when the open-set score (``known`` with a
+        'znorm' threshold, else the top score) is below the threshold."""
         if threshold is None:  # the bundle's threshold (fitted by `clipfsar calibrate-threshold`), else none
             threshold = self.default_threshold
         top = int(np.argmax(probs))
         score = float(probs[top])
-        return (self.class_names[top] if score >= threshold else UNKNOWN), score
+        gate = known if known is not None else score
+        return (self.class_names[top] if gate >= threshold else UNKNOWN), score
 
     # ----- clips ----------------------------------------------------------------------------------------------
     def classify_clip(self, frames: Sequence[np.ndarray], threshold: Optional[float] = None) -> ClipResult:
@@ -180,5 +197,6 @@ class Classifier(StreamingMixin):
         probs, out = self._scores(feats)
         probs = probs[0]
         fused = fuse_probs(out["p_fewshot"], out["p_videotext"], self.facts.beta)[0] if self.calibrated else probs
-        label, score = self._result(probs, threshold)
-        return ClipResult(label, score, tuple(float(p) for p in probs), tuple(float(p) for p in fused))
+        known = float(out["known"][0]) if "known" in out else None
+        label, score = self._result(probs, threshold, known)
+        return ClipResult(label, score, tuple(float(p) for p in probs), tuple(float(p) for p in fused), known)

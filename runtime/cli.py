@@ -18,9 +18,12 @@ log = logging.getLogger(__name__)
 
 
 def _decision_json(d, names) -> str:
-    return json.dumps({"label": d.label, "score": round(d.score, 6), "t_start": round(d.t_start, 4),
-                       "t_end": round(d.t_end, 4), "frame": d.frame, "source": d.source,
-                       "scores": {n: round(s, 6) for n, s in zip(names, d.scores)}})
+    out = {"label": d.label, "score": round(d.score, 6), "t_start": round(d.t_start, 4),
+           "t_end": round(d.t_end, 4), "frame": d.frame, "source": d.source,
+           "scores": {n: round(s, 6) for n, s in zip(names, d.scores)}}
+    if d.known is not None:  # the open-set score "unknown" thresholds (runtime/cohort.py)
+        out["known"] = round(d.known, 6)
+    return json.dumps(out)
 
 
 def _finite(ctx, param, value):
@@ -41,8 +44,9 @@ def _finite(ctx, param, value):
 @click.option("--hop", type=click.FloatRange(min=0, min_open=True), callback=_finite,
               help="Seconds between decisions (default: window / T).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, callback=_finite,
-              help="Below this score: 'unknown' (default: the bundle's fitted threshold, see `clipfsar "
-                   "calibrate-threshold`; 0 turns rejection off).")
+              help="Below this score: 'unknown' (the open-set score 'known' when the bundle has a cohort, else the "
+                   "top score; default: the bundle's fitted threshold, see `clipfsar calibrate-threshold`; 0 turns "
+                   "rejection off).")
 @click.option("--smooth", type=int, default=1, show_default=True, help="Average over the last k windows.")
 @click.option("--show", is_flag=True, help="Show the annotated stream in a window (q quits).")
 @click.option("--save", type=click.Path(path_type=Path), help="Write the annotated video here (.mp4, .avi).")
@@ -89,8 +93,10 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
     click.echo(f"backend: image encoder on {clf.providers['image_encoder']} ({clf.precisions['image_encoder']}), "
                f"heads on {clf.providers['query_head']} ({clf.precisions['query_head']})", err=True)
     thr = clf.default_threshold if threshold is None else threshold
-    click.echo(f"scores: {'calibrated probabilities' if clf.calibrated else 'the paper fusion'}; 'unknown' below "
-               f"{thr:.4f}{' (the bundle threshold)' if threshold is None and thr else ''}", err=True)
+    gate = "the open-set score (znorm)" if clf.open_set_score == "znorm" else "the top score"
+    click.echo(f"scores: {'calibrated probabilities' if clf.calibrated else 'the paper fusion'}; 'unknown' when "
+               f"{gate} is below {thr:.4f}{' (the bundle threshold)' if threshold is None and thr else ''}",
+               err=True)
     sink = AnnotatedSink(save, show, getattr(src, "fps", 30.0)) if (save or show) else None
     n, interrupted = 0, False
     try:
@@ -100,8 +106,9 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
                 click.echo(_decision_json(d, clf.class_names))
             else:
                 note = "  (short clip: frames repeated, as in training)" if d.repeated_frames else ""
+                known = "" if d.known is None else f"  known {d.known:.3f}"
                 click.echo(f"[{d.t_start:7.2f}-{d.t_end:7.2f}s] frame {d.frame:6d}  {d.label:<32} {d.score:.3f}"
-                           + note)
+                           + known + note)
             sys.stdout.flush()
     except KeyboardInterrupt:
         interrupted = True

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import click
 
@@ -36,7 +36,12 @@ def enroll(bundle: Path, clips: Tuple[str, ...], name: str, add: bool, replace: 
 
 def _remind_threshold(b) -> None:
     """After the classes changed: the fitted 'unknown' threshold (if any) was fitted for the old ones."""
-    if (b.manifest.calibration.get("threshold") or {}).get("value") is not None:
+    t = b.manifest.calibration.get("threshold") or {}
+    if t.get("value") is not None and t.get("score") == "znorm":
+        click.echo("note: the 'unknown' threshold (znorm, normalised per class against the cohort) carries over to "
+                   "the new classes; its false-accept rate was measured with the previous ones: run `clipfsar "
+                   "calibrate-threshold` again to re-measure it", err=True)
+    elif t.get("value") is not None:
         click.echo("note: the 'unknown' threshold was fitted for the previous classes; run `clipfsar "
                    "calibrate-threshold` again", err=True)
 
@@ -105,25 +110,47 @@ def rename_cmd(bundle: Path, old: str, new: str, timeout: float) -> None:
 @click.option("--shot", type=click.IntRange(min=1), default=1, show_default=True, help="Shots of the open-set episodes measured.")
 @click.option("--episodes", type=click.IntRange(min=1), default=500, show_default=True, help="Open-set episodes measured.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cohort-split", default=None,
+              help="Split of --data whose clips (classes not enrolled) become the open-set cohort the 'znorm' score "
+                   "is normalised against [default: train when --data has it, else the bundle's cohort if any]; "
+                   "'none': threshold the max calibrated probability instead.")
 @click.option("--dry-run", is_flag=True, help="Measure and print; do not write the manifest.")
 def calibrate_threshold(bundle: Path, data: str, split: str, far: float, shot: int, episodes: int, seed: int,
-                        dry_run: bool) -> None:
+                        cohort_split: Optional[str], dry_run: bool) -> None:
     """Fit the "unknown" threshold at a false-accept rate on clips of classes BUNDLE has not enrolled; `run` then
     uses it by default (--threshold overrides, --threshold 0 turns rejection off)."""
     from .bundle import Bundle
-    from .openset import fit_threshold, store_threshold
+    from .errors import DatasetError
+    from .bundle_edit import set_cohort
+    from .openset import fit_threshold, make_cohort, store_threshold
 
     b = Bundle.open(bundle)
-    entry = fit_threshold(b, data, split, far, shot, episodes, seed)
+    chosen = "train" if cohort_split is None else cohort_split
+    cohort = None  # None: the bundle's own (if any); with --cohort-split none, thresholds keep max_prob
+    if chosen == "none":
+        cohort = (None, {})
+    elif chosen == split:
+        raise DatasetError(f"--cohort-split {chosen} is the split the threshold is fitted on (--split); the "
+                           f"cohort must hold other actions")
+    elif cohort_split is None and not (Path(data) / "splits" / f"{chosen}.txt").is_file():
+        click.echo(f"note: {data} has no splits/{chosen}.txt: the bundle's open-set cohort is left as it is",
+                   err=True)
+    else:
+        cohort = make_cohort(b, Path(data), chosen, seed=seed)
+        click.echo(f"open-set cohort: {len(cohort[0])} clips of {cohort[1]['classes']} classes of split '{chosen}'")
+    entry = fit_threshold(b, data, split, far, shot, episodes, seed, cohort=cohort)
     os_ = entry.get("open_set")
     if os_:
         click.echo(f"open-set episodes ({os_['way']}-way {os_['shot']}-shot + {os_['way']} unknown queries, "
                    f"{os_['episodes']} episodes): closed-set accuracy {os_['closed_set_accuracy']:.1f} %")
         for name, m in os_["scores"].items():
             click.echo(f"  {name:<17} AUROC {m['auroc']:.3f}  OSCR {m['oscr']:.3f}")
-    click.echo(f"threshold on max calibrated probability: {entry['value']:.4f} (accepts "
+    what = {"znorm": "Z-normalised open-set score (znorm)"}.get(entry["score"], "max calibrated probability")
+    click.echo(f"threshold on {what}: {entry['value']:.4f} (accepts "
                f"{100 * entry['accepted_unknown']:.1f} % of {entry['unknown_clips']} clips of "
                f"{entry['unknown_classes']} classes not enrolled; target {100 * far:g} %)")
     if not dry_run:
+        if cohort is not None and cohort[0] is not None:  # the cohort first: a znorm threshold needs it
+            b = set_cohort(b.root, *cohort)
         store_threshold(b, entry)
         click.echo(f"stored in {bundle}/manifest.json; `clipfsar run` uses it by default")

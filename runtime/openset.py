@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -95,16 +95,20 @@ def encode_split(bundle: Bundle, root: Path, split: str, backend: str = "cpu") -
 @dataclass
 class EpisodeOutputs:
     """Per episode and query: ``distances``, ``fused`` (the paper's p), ``cos`` (video-text cosine), all
-    (E, Q, way); ``labels`` (E, Q): the true column, or -1 for a query of an unknown class."""
+    (E, Q, way); ``labels`` (E, Q): the true column, or -1 for a query of an unknown class; ``known`` (E, Q): the
+    Z-normalised open-set score against a cohort (runtime/cohort.py), when one was given."""
     distances: np.ndarray
     fused: np.ndarray
     cos: np.ndarray
     labels: np.ndarray
+    known: Optional[np.ndarray] = None
 
 
 def run_episodes(bundle: Bundle, feats: SplitFeatures, way: int = 5, shot: int = 1, episodes: int = 500,
-                 seed: int = 0, unknown: int = 0, backend: str = "cpu") -> EpisodeOutputs:
-    """Seeded open-set episodes (``unknown`` queries of classes outside the episode; 0 = closed set).
+                 seed: int = 0, unknown: int = 0, backend: str = "cpu",
+                 cohort: Optional[np.ndarray] = None) -> EpisodeOutputs:
+    """Seeded open-set episodes (``unknown`` queries of classes outside the episode; 0 = closed set); with a
+    ``cohort`` (M, T, D), each episode's classes are Z-normalised against it and ``known`` is filled in.
 
     Raises:
         DatasetError: fewer than ``way`` classes with ``shot + 1`` clips, or too few classes for the unknowns.
@@ -119,7 +123,8 @@ def run_episodes(bundle: Bundle, feats: SplitFeatures, way: int = 5, shot: int =
     if unknown and len(feats.classes) <= way:
         raise DatasetError(f"open-set episodes need classes outside the {way} of an episode; the split has "
                            f"{len(feats.classes)}")
-    dist, fused, cos, labels = [], [], [], []
+    from .cohort import ZNorm
+    dist, fused, cos, labels, known = [], [], [], [], []
     for e in range(episodes):
         rng = np.random.default_rng([int(seed), e])
         cls = rng.choice(eligible, way, replace=False)
@@ -140,7 +145,11 @@ def run_episodes(bundle: Bundle, feats: SplitFeatures, way: int = 5, shot: int =
         fused.append(out["probs"])
         cos.append(video_text_cos(q, text))
         labels.append(lab)
-    return EpisodeOutputs(np.stack(dist), np.stack(fused), np.stack(cos), np.array(labels))
+        if cohort is not None:
+            shots = np.full(way, shot)
+            known.append(ZNorm.fit(qry_g.run, cohort, protos, text, shots).known(dist[-1], cos[-1], shots))
+    return EpisodeOutputs(np.stack(dist), np.stack(fused), np.stack(cos), np.array(labels),
+                          np.stack(known) if known else None)
 
 
 def fit_calibration(bundle: Bundle, feats: SplitFeatures, shot: int = 1, episodes: int = 300,
@@ -160,32 +169,35 @@ def fit_calibration(bundle: Bundle, feats: SplitFeatures, shot: int = 1, episode
 
 
 def open_set_metrics(bundle: Bundle, feats: SplitFeatures, calibration: Dict, shot: int = 1, episodes: int = 500,
-                     seed: int = 0, way: int = 5) -> Dict:
+                     seed: int = 0, way: int = 5, cohort: Optional[np.ndarray] = None) -> Dict:
     """AUROC and OSCR of each candidate rejection score, with closed-set accuracy, on open-set episodes
-    (``way`` unknown queries per episode)."""
-    from .calibration import SCORES, auroc, calibrated_probs, oscr, rejection_scores
-    ep = run_episodes(bundle, feats, way, shot, episodes, seed, unknown=way)
+    (``way`` unknown queries per episode); ``znorm`` too when a ``cohort`` (M, T, D) is given."""
+    from .calibration import auroc, calibrated_probs, oscr, rejection_scores
+    ep = run_episodes(bundle, feats, way, shot, episodes, seed, unknown=way, cohort=cohort)
     d, f, c = (a.reshape(-1, a.shape[-1]) for a in (ep.distances, ep.fused, ep.cos))
     y = ep.labels.reshape(-1)
     probs = calibrated_probs(d, c, np.ones(way, int), calibration)
     scores = rejection_scores(probs, d, f)
+    if ep.known is not None:
+        scores["znorm"] = ep.known.reshape(-1)
     known = y >= 0
     correct = probs.argmax(-1)[known] == y[known]
     out = {"way": way, "shot": shot, "episodes": episodes, "seed": seed,
            "closed_set_accuracy": float(correct.mean() * 100), "scores": {}}
-    for name in SCORES:
-        s = scores[name]
+    for name, s in scores.items():
         out["scores"][name] = {"auroc": auroc(s[known], s[~known]), "oscr": oscr(s[known], correct, s[~known])}
     return out
 
 
 def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0.05, shot: int = 1,
-                  episodes: int = 500, seed: int = 0, backend: str = "cpu") -> Dict:
+                  episodes: int = 500, seed: int = 0, backend: str = "cpu",
+                  cohort: Optional[Tuple[np.ndarray, Dict]] = None) -> Dict:
     """Fit the "unknown" threshold on clips of ``split`` classes the bundle has not enrolled, at false-accept
     rate ``far``, and measure every candidate rejection score on open-set episodes of the split.
 
-    The threshold is on ``max_prob`` (the largest calibrated probability over the bundle's enrolled classes, what
-    ``run`` prints and smooths): the smallest value that at most ``far`` of those unknown clips reach.
+    The threshold is on ``znorm`` (runtime/cohort.py) when there is an open-set cohort (``cohort``: features and
+    info from :func:`make_cohort`, else the bundle's own), else on ``max_prob`` (the largest calibrated probability over the bundle's enrolled
+    classes): the smallest value that at most ``far`` of those unknown clips reach.
 
     Returns:
         The ``threshold`` entry for the manifest's calibration (score, value, far, counts, open-set metrics).
@@ -194,6 +206,7 @@ def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0
             ``episodes``.
     """
     from .calibration import calibrated_probs, rejection_scores, threshold_at_far
+    from .cohort import SCORE_NAME, ZNorm, load_cohort
     if not 0 < far < 1:
         raise DatasetError(f"--far must be in (0, 1), got {far}")
     for flag, value in (("--shot", shot), ("--episodes", episodes)):
@@ -212,15 +225,54 @@ def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0
     head = OnnxGraph(bundle.graph_path("query_head"), backend)
     q = np.concatenate([feats.clips[i] for i in unknown])  # (M, T, D)
     out = head.run(query=q, prototypes=store.prototypes, text=store.text_features)
-    probs = calibrated_probs(out["distances"], video_text_cos(q, store.text_features), store.shots, cal)
+    cos = video_text_cos(q, store.text_features)
+    probs = calibrated_probs(out["distances"], cos, store.shots, cal)
     scores = rejection_scores(probs, out["distances"], out["probs"])
-    value = threshold_at_far(scores["max_prob"], far)
-    entry = {"score": "max_prob", "value": value, "far": far, "split": split, "unknown_clips": int(len(q)),
-             "unknown_classes": len(unknown), "accepted_unknown": float((scores["max_prob"] >= value).mean())}
+    cohort, info = cohort if cohort is not None else (load_cohort(bundle), bundle.manifest.cohort)
+    name = "max_prob"
+    if cohort is not None:
+        overlap = sorted(set(info.get("class_names", [])) & {feats.classes[i] for i in unknown})
+        if overlap:
+            raise DatasetError(f"the bundle's open-set cohort holds clips of {', '.join(overlap)}, which split "
+                               f"'{split}' uses as unknown: fit the threshold on another split, or rebuild the "
+                               f"cohort from one (--cohort-split)")
+        name = SCORE_NAME
+        znorm = ZNorm.fit(head.run, cohort, store.prototypes, store.text_features, store.shots)
+        scores[name] = znorm.known(out["distances"], cos, store.shots)
+    value = threshold_at_far(scores[name], far)
+    entry = {"score": name, "value": value, "far": far, "split": split, "unknown_clips": int(len(q)),
+             "unknown_classes": len(unknown), "accepted_unknown": float((scores[name] >= value).mean())}
     way = min(5, len(feats.classes) - 1)
     if way >= 2:  # open-set episodes need classes outside each episode
-        entry["open_set"] = open_set_metrics(bundle, feats, cal, shot, episodes, seed, way)
+        entry["open_set"] = open_set_metrics(bundle, feats, cal, shot, episodes, seed, way, cohort)
     return entry
+
+
+def make_cohort(bundle: Bundle, data: Path, split: str = "train", max_clips: int = 256, seed: int = 0,
+                backend: str = "cpu") -> Tuple[np.ndarray, Dict]:
+    """Encode up to ``max_clips`` clips of ``split`` (classes the bundle has not enrolled, spread evenly): the
+    open-set cohort (runtime/cohort.py) as ((M, T, D) features, manifest info); store it with
+    ``bundle_edit.set_cohort``.
+
+    Raises:
+        DatasetError: no such split, or no clip of a class outside the enrolled ones.
+    """
+    from .cohort import sample_cohort
+    feats = encode_split(bundle, Path(refuse_url(data, "--data")), split, backend)
+    keep = [i for i, c in enumerate(feats.classes) if c not in set(bundle.store.class_names)]
+    if not keep:
+        raise DatasetError(f"split '{split}' of {data} has only enrolled classes; the open-set cohort needs clips "
+                           f"of other actions")
+    cohort, n = sample_cohort([feats.clips[i] for i in keep], max_clips, seed)
+    info = {"split": split, "classes": n, "class_names": [feats.classes[i] for i in keep], "seed": seed}
+    return cohort, info
+
+
+def build_cohort(bundle: Bundle, data: Path, split: str = "train", max_clips: int = 256, seed: int = 0,
+                 backend: str = "cpu") -> Bundle:
+    """:func:`make_cohort`, then store it in the bundle atomically; returns the reopened bundle."""
+    from .bundle_edit import set_cohort
+    return set_cohort(bundle.root, *make_cohort(bundle, data, split, max_clips, seed, backend))
 
 
 def store_threshold(bundle: Bundle, entry: Dict) -> Bundle:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 UNKNOWN = "unknown"
 
@@ -13,11 +13,14 @@ class ClipResult:
 
     ``scores`` are the calibrated probabilities when the bundle has a calibration (see runtime/calibration.py);
     ``fused`` are the paper's fused probabilities ``p_vt^beta * softmax((T - D) / T)^(1 - beta)``.
+    ``known`` is the open-set score in (0, 1) that "unknown" thresholds when the bundle has an open-set cohort
+    (runtime/cohort.py), else None (then the threshold applies to ``score``).
     """
     label: str
     score: float
     scores: Tuple[float, ...]
     fused: Tuple[float, ...] = ()
+    known: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,8 @@ class Decision:
     """One streaming decision over a window of frames.
 
     Attributes:
-        label: the top class, or ``unknown`` when its smoothed score is below the threshold.
+        label: the top class, or ``unknown`` when the smoothed open-set score (``known``; without a cohort,
+            ``score``) is below the threshold.
         score: the smoothed score of the top class.
         scores: every class's smoothed score, in ``Classifier.class_names`` order.
         t_start, t_end: times (seconds) of the window's first and last sampled frames.
@@ -33,6 +37,7 @@ class Decision:
         source: the source's name.
         repeated_frames: the source (a file or folder) ended before T frames were sampled; this one decision
             covers the whole clip with frames repeated TSN-style, as in training.
+        known: the smoothed open-set score in (0, 1) (runtime/cohort.py), None when the bundle has no cohort.
     """
     label: str
     score: float
@@ -42,6 +47,7 @@ class Decision:
     frame: int
     source: str = ""
     repeated_frames: bool = False
+    known: Optional[float] = None
 
 
 @dataclass

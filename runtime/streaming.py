@@ -2,7 +2,7 @@
 frame is encoded once), batching every stream's due frames into one encoder call, smoothing and "unknown".
 
 ``StreamingMixin`` is mixed into :class:`~clipfsar.runtime.classifier.Classifier`, which provides ``facts``,
-``stats``, ``encode``, ``scores`` and ``_result``.
+``stats``, ``encode``, ``_scores`` and ``_result``.
 """
 from __future__ import annotations
 
@@ -106,9 +106,10 @@ class StreamingMixin:
                         st.since = 0
                         ready.append(i)
                 if ready:
-                    probs = self.scores(np.stack([np.stack([f for _, f in states[i].ring]) for i in ready]))
-                    for i, p in zip(ready, probs):
-                        d = self._decide(states[i], p, threshold)
+                    probs, out = self._scores(np.stack([np.stack([f for _, f in states[i].ring]) for i in ready]))
+                    known = out.get("known")
+                    for j, (i, p) in enumerate(zip(ready, probs)):
+                        d = self._decide(states[i], p, threshold, None if known is None else float(known[j]))
                         yield i, d
         finally:
             for st in states:
@@ -159,19 +160,24 @@ class StreamingMixin:
         feats = np.stack([f for _, f in st.ring])[sample_indices(len(st.ring), T, "center")]  # (T, D)
         log.warning("%s ended after %d sampled frames, fewer than T = %d: classified once with frames repeated, "
                     "as in training", st.source.name, len(st.ring), T)
-        d = self._decide(st, self.scores(feats[None])[0], threshold)
+        probs, out = self._scores(feats[None])
+        d = self._decide(st, probs[0], threshold, float(out["known"][0]) if "known" in out else None)
         d = dataclasses.replace(d, repeated_frames=True)
         st.last = d
         return d
 
-    def _decide(self, st: "_StreamState", probs: np.ndarray, threshold: float) -> Decision:
+    def _decide(self, st: "_StreamState", probs: np.ndarray, threshold: float,
+                known: Optional[float] = None) -> Decision:
         t0 = time.perf_counter()
         st.history.append(probs)
         smoothed = np.mean(st.history, axis=0)
-        label, score = self._result(smoothed, threshold)
+        if known is not None:  # the open-set score, smoothed over the same windows
+            st.known_history.append(known)
+            known = float(np.mean(st.known_history))
+        label, score = self._result(smoothed, threshold, known)
         first, last = st.ring[0][0], st.ring[-1][0]
         d = Decision(label, score, tuple(float(p) for p in smoothed), first.time, last.time, last.index,
-                     st.source.name)
+                     st.source.name, known=known)
         st.last = d
         self.stats.decisions += 1
         self.stats.seconds["post"] += time.perf_counter() - t0
@@ -184,6 +190,7 @@ class _StreamState:
         self.frames = iter(source.frames())
         self.ring: Deque[Tuple[Frame, np.ndarray]] = deque(maxlen=frames)  # (frame, (D,) feature)
         self.history: Deque[np.ndarray] = deque(maxlen=smooth)
+        self.known_history: Deque[float] = deque(maxlen=smooth)
         self.next_t: Optional[float] = None
         self.since = 0
         self.last: Optional[Decision] = None

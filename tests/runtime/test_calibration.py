@@ -129,19 +129,35 @@ def test_calibrate_threshold_then_run_uses_it(bundle, synth_data, stream_file):
                               "--far", "0.1", "--episodes", "60"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "AUROC" in r.stdout and "OSCR" in r.stdout
+    assert "open-set cohort:" in r.stdout  # built from the data's train split by default (runtime/cohort.py)
     thr = Bundle.open(bundle).manifest.calibration["threshold"]
-    assert thr["score"] == "max_prob" and thr["far"] == 0.1 and thr["accepted_unknown"] <= 0.1
-    assert set(thr["open_set"]["scores"]) == {"max_prob", "neg_min_distance", "max_fused"}
+    assert thr["score"] == "znorm" and thr["far"] == 0.1 and thr["accepted_unknown"] <= 0.1
+    assert set(thr["open_set"]["scores"]) == {"max_prob", "neg_min_distance", "max_fused", "znorm"}
     clf = Classifier.load(bundle, backend="cpu")
-    assert clf.default_threshold == thr["value"]
+    assert clf.default_threshold == thr["value"] and clf.open_set_score == "znorm"
     decisions = list(clf.stream(stream_file, hop=0.25))
-    assert all((d.label == "unknown") == (d.score < thr["value"]) for d in decisions)
+    assert all(0 < d.known < 1 for d in decisions)
+    assert all((d.label == "unknown") == (d.known < thr["value"]) for d in decisions)
     assert all(d.label != "unknown" for d in clf.stream(stream_file, hop=0.25, threshold=0))
     r = subprocess.run(CLI + ["run", str(bundle), "--source", str(stream_file), "--json", "--threshold", "0"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "calibrated probabilities" in r.stderr
     first = json.loads(r.stdout.splitlines()[0])
     assert first["label"] != "unknown" and abs(sum(first["scores"].values()) - 1) < 1e-3
+    assert 0 < first["known"] < 1
+
+
+def test_calibrate_threshold_without_cohort_thresholds_the_probability(bundle, synth_data, stream_file):
+    r = subprocess.run(CLI + ["calibrate-threshold", str(bundle), "--data", str(synth_data), "--split", "val",
+                              "--far", "0.1", "--episodes", "20", "--cohort-split", "none"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = Bundle.open(bundle).manifest
+    assert not m.cohort and m.calibration["threshold"]["score"] == "max_prob"
+    clf = Classifier.load(bundle, backend="cpu")
+    decisions = list(clf.stream(stream_file, hop=0.25))
+    assert all(d.known is None for d in decisions)
+    assert all((d.label == "unknown") == (d.score < clf.default_threshold) for d in decisions)
 
 
 def test_calibrate_threshold_bad_inputs(bundle, synth_data, tmp_path):
@@ -154,6 +170,16 @@ def test_calibrate_threshold_bad_inputs(bundle, synth_data, tmp_path):
     r = subprocess.run(CLI + ["calibrate-threshold", str(bundle), "--data", str(synth_data), "--split", "test"],
                        capture_output=True, text=True)  # every test class is enrolled: no unknown clips
     assert r.returncode == 2 and "no class outside the bundle's enrolled classes" in r.stderr
+    r = subprocess.run(CLI + ["calibrate-threshold", str(bundle), "--data", str(synth_data), "--cohort-split", "val"],
+                       capture_output=True, text=True)  # the cohort would hold the unknowns the threshold is fit on
+    assert r.returncode == 2 and "--cohort-split val is the split the threshold is fitted on" in r.stderr
+    r = subprocess.run(CLI + ["calibrate-threshold", str(bundle), "--data", str(synth_data), "--cohort-split",
+                              "nosuch"], capture_output=True, text=True)
+    assert r.returncode == 2 and "nosuch.txt" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(CLI + ["calibrate-threshold", str(bundle), "--data", str(synth_data), "--cohort-split",
+                              "test"], capture_output=True, text=True)  # every test class is enrolled
+    assert r.returncode == 2 and "only enrolled classes" in r.stderr
+    assert not Bundle.open(bundle).manifest.cohort  # nothing stored by the refused runs
 
 
 def test_open_set_metrics_on_a_calibrated_store(synth_data, tiny_bundle):
