@@ -70,7 +70,8 @@ def enrol_and_stream(out: Path, bundle: Path, data: Path, splits: Dict[str, List
             key = "enrolled" if playing == held else "unknown"
             counts[f"{key}_windows"] += 1
             counts[f"{key}_ok"] += mark == "ok"
-        click.echo(f"  [{d['t_start']:5.2f}-{d['t_end']:5.2f}s] {d['label']:<30} {d['score']:.2f}  "
+        known = f"known {d['known']:.3f}  " if "known" in d else ""
+        click.echo(f"  [{d['t_start']:5.2f}-{d['t_end']:5.2f}s] {d['label']:<30} {d['score']:.2f}  {known}"
                    f"(playing: {playing}{'' if playing == held else ', not enrolled'}) {mark}")
     click.echo(f"{counts['enrolled_ok']}/{counts['enrolled_windows']} windows of the enrolled class labelled "
                f"'{held}', {counts['unknown_ok']}/{counts['unknown_windows']} windows of '{other}' (not enrolled) "
