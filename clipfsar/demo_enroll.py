@@ -34,9 +34,12 @@ def _clipfsar(args: List[str], env: Dict[str, str]) -> str:
 
 
 def enrol_and_stream(out: Path, bundle: Path, data: Path, splits: Dict[str, List[str]], seed: int = 0,
-                     shots: int = 5, far: float = 0.05) -> Dict:
+                     shots: int = 5, far: float = 0.1) -> Dict:
     """Enrol ``splits['val'][0]`` from ``shots`` clips, fit the threshold on the other val classes, then stream a
     video of the enrolled action followed by ``splits['val'][1]`` (not enrolled): it should come out ``unknown``.
+
+    The threshold is fitted at a 10 % false-accept rate (``calibrate-threshold`` defaults to 5 %): with the demo's
+    small model the 5 % threshold also rejects the enrolled action's windows in this video (README: "unknown").
 
     Returns:
         counts of windows labelled as expected inside each part.
@@ -59,7 +62,7 @@ def enrol_and_stream(out: Path, bundle: Path, data: Path, splits: Dict[str, List
     write_video(video, frames, fps=12)
     lines = _clipfsar(["run", str(bundle), "--source", str(video), "--json", "--window", "2.0", "--hop", "0.5",
                        "--smooth", "2"], env).splitlines()
-    counts = {"enrolled_ok": 0, "enrolled_windows": 0, "unknown_ok": 0, "unknown_windows": 0}
+    counts = {"enrolled_ok": 0, "enrolled_windows": 0, "unknown_ok": 0, "unknown_windows": 0, "far": far}
     for d in map(json.loads, lines):
         start = [s for s, _ in parts if s <= d["t_start"] + 1e-6][-1]
         playing = dict(parts)[start]

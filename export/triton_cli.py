@@ -34,5 +34,8 @@ def export_triton(bundle: Path, out: Path, kind: str, instances: int, max_batch:
     click.echo(f"scores: read output '{scores['output']}' for what `clipfsar run` reports ("
                f"{'calibrated probabilities' if scores['calibrated'] else 'the paper fusion, as probs'}); "
                + ("no 'unknown' threshold fitted" if thr["value"] is None else
-                  f"'unknown' below {thr['value']:.4f} on {thr['score']}") + "; 'probs' is the paper's fusion")
+                  f"'unknown' when the largest calibrated probability is below {thr['value']:.6f}"
+                  if thr["score"] != "znorm" else
+                  f"'unknown' when the open-set score 'known' (from 'distances' and bundle_info's scores.znorm, "
+                  f"see its formula) is below {thr['value']:.6f}") + "; 'probs' is the paper's fusion")
     click.echo(f"wrote {out}: tritonserver --model-repository {out.resolve()}")

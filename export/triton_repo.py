@@ -289,6 +289,10 @@ def _znorm_info(b: Bundle) -> Dict:
                             f"`clipfsar calibrate-threshold` again")
     st = b.store
     z = ZNorm.fit(OnnxGraph(b.graph_path("query_head"), "cpu").run, cohort, st.prototypes, st.text_features, st.shots)
-    return {"mu": z.mu.tolist(), "sd": z.sd.tolist(),
-            "formula": "known = Phi(-min_c (d_c - mu_c) / sd_c), d_c = distances_c for few-shot classes, "
-                       "-cos(mean_t query_t, text_c) for zero-shot ones; 'unknown' when known < threshold"}
+    zero = [i for i, k in enumerate(st.shots.tolist()) if k == 0]
+    return {"mu": z.mu.tolist(), "sd": z.sd.tolist(), "shots": st.shots.tolist(),
+            "zero_shot_text": {str(i): st.text_features[i].tolist() for i in zero},
+            "formula": "known = Phi(-min_c z_c) ** N, z_c = (d_c - mu_c) / sd_c over the N classes; d_c = "
+                       "distances[c] for few-shot classes (shots > 0), -cos(mean_t features_t, zero_shot_text[c]) "
+                       "for zero-shot ones (features: image_encoder's output for the window's T frames); "
+                       "'unknown' when known < threshold"}

@@ -258,7 +258,11 @@ class Bundle:
             path = _inside(root, rel, what)
             if not path.is_file():
                 raise BundleError(f"bundle {root}: {what} file {rel} is missing")
-            if check_hashes and sha256_of(path) != digest:
+            try:
+                changed = check_hashes and sha256_of(path) != digest
+            except OSError as e:  # e.g. a file another user wrote with mode 0600
+                raise BundleError(f"bundle {root}: {what} file {rel} cannot be read ({e.strerror})") from None
+            if changed:
                 raise BundleError(f"bundle {root}: {what} file {rel} does not match its sha256 (corrupt or changed)")
         store = PrototypeStore.load(root / manifest.prototypes["file"])
         if store.prototypes.shape[1:] != (manifest.model.frames, manifest.model.embed_dim):

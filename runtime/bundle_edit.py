@@ -223,10 +223,12 @@ def update_manifest(root: Path, key: str, value: Dict[str, Any], timeout: float 
 COHORT_PREFIX = "cohort"
 
 
-def set_cohort(root: Path, features, info: Dict[str, Any], timeout: float = 30.0) -> Bundle:
+def set_cohort(root: Path, features, info: Dict[str, Any], calibration: Optional[Dict[str, Any]] = None,
+               timeout: float = 30.0) -> Bundle:
     """Store the open-set cohort (M, T, D) float32 frame features (runtime/cohort.py) atomically, under the lock:
-    a new file named by its hash, then the manifest's ``cohort`` entry (``info`` plus file and sha256) in one
-    rename, then the old cohort file is removed.
+    a new file named by its hash (mode 0644), then the manifest's ``cohort`` entry (``info`` plus file and sha256)
+    and, if given, the new ``calibration`` entry (its threshold fitted on this cohort) in one rename, then the old
+    cohort file is removed.
 
     Raises:
         BundleError: features of the wrong shape, an invalid, read-only or locked bundle.
@@ -247,6 +249,7 @@ def set_cohort(root: Path, features, info: Dict[str, Any], timeout: float = 30.0
             save_file({"features": feats}, str(tmp))
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # readable by every user of the bundle, as its other files
             digest = sha256_of(tmp)
             rel = f"{COHORT_PREFIX}.{digest[:16]}.safetensors"
             os.replace(tmp, root / rel)
@@ -254,6 +257,8 @@ def set_cohort(root: Path, features, info: Dict[str, Any], timeout: float = 30.0
             raise BundleError(f"bundle {root} is read-only ({e.strerror}); nothing was changed") from e
         data = json.loads((root / MANIFEST).read_text())
         data["cohort"] = {**json.loads(json.dumps(info)), "file": rel, "sha256": digest, "clips": int(len(feats))}
+        if calibration is not None:
+            data["calibration"] = json.loads(json.dumps(calibration))
         _write_manifest(root, data)
         for path in root.glob(f"{COHORT_PREFIX}.*.safetensors"):
             if path.name != rel:

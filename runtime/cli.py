@@ -44,9 +44,9 @@ def _finite(ctx, param, value):
 @click.option("--hop", type=click.FloatRange(min=0, min_open=True), callback=_finite,
               help="Seconds between decisions (default: window / T).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, callback=_finite,
-              help="Below this score: 'unknown' (the open-set score 'known' when the bundle has a cohort, else the "
-                   "top score; default: the bundle's fitted threshold, see `clipfsar calibrate-threshold`; 0 turns "
-                   "rejection off).")
+              help="Below this score: 'unknown' (the open-set score 'known' when the bundle's threshold is on "
+                   "znorm, else the top score; default: the bundle's fitted threshold, see `clipfsar "
+                   "calibrate-threshold`; 0 turns rejection off).")
 @click.option("--smooth", type=int, default=1, show_default=True, help="Average over the last k windows.")
 @click.option("--show", is_flag=True, help="Show the annotated stream in a window (q quits).")
 @click.option("--save", type=click.Path(path_type=Path), help="Write the annotated video here (.mp4, .avi).")

@@ -10,12 +10,17 @@ default), and for every enrolled class c the runtime measures their distances to
 ``mu_c``, standard deviation ``sd_c``). For a query,
 
     z_c = (d_c - mu_c) / sd_c,   d_c = D_c (few-shot class)  or  -cos(mean_t f_q, w_c) (zero-shot class)
-    known = Phi(-min_c z_c)     (Phi: the standard normal CDF)
+    known = Phi(-min_c z_c) ** N     (Phi: the standard normal CDF; N: the number of enrolled classes)
 
-``known`` is in (0, 1): 0.5 for a clip as close to its nearest class as a typical cohort clip, near 1 for a clip
-far closer than the cohort. It is what "unknown" thresholds when the bundle has a cohort (manifest
-``calibration.threshold.score == "znorm"``); the label is still the top calibrated probability. Because each
-class is normalised by itself, the threshold keeps its meaning when classes are enrolled or removed.
+``known`` is in [0, 1]: if the z_c of a clip of another action were independent standard normals, ``known`` would be
+the probability that such a clip lies farther from every enrolled class than this one (the Sidak correction for
+taking the best of N classes), so cohort-like clips score about uniformly, with median about 0.5, whatever N is;
+a clip far closer to one class than the cohort scores near 1. Without the power N the score of an unknown clip grows
+with the number of classes (the minimum of more z-scores), and a threshold fitted with 10 classes accepted three
+times its false-accept rate with 22 (measured). The z_c are correlated, so the correction is approximate: refit
+the threshold (``clipfsar calibrate-threshold``) after the classes change to re-measure the rate. ``known`` is what
+"unknown" thresholds when the bundle's threshold is on it (manifest ``calibration.threshold.score == "znorm"``);
+the label is still the top calibrated probability.
 
 Example:
     >>> z = ZNorm.fit(query_head.run, cohort_features, store)  # once per loaded store
@@ -61,7 +66,12 @@ class ZNorm:
         d = class_distances(distances, cos, shots)
         if len(d) < 2:
             raise BundleError(f"the open-set cohort needs at least 2 clips, has {len(d)}")
-        return ZNorm(d.mean(axis=0), np.maximum(d.std(axis=0), 1e-6))
+        sd = d.std(axis=0)
+        if (sd < 1e-6).any():  # identical cohort clips: no scale to normalise by (a crafted or broken cohort)
+            raise BundleError(f"the open-set cohort's distances to class {int(np.argmax(sd < 1e-6))} do not vary "
+                              f"(sd {float(sd.min()):.2g}): its clips are identical; rebuild it with `clipfsar "
+                              f"calibrate-threshold`")
+        return ZNorm(d.mean(axis=0), sd)
 
     @staticmethod
     def fit(run_query_head: Callable[..., Dict[str, np.ndarray]], cohort: np.ndarray, prototypes: np.ndarray,
@@ -78,8 +88,9 @@ class ZNorm:
         return (class_distances(distances, cos, shots) - self.mu) / self.sd
 
     def known(self, distances: np.ndarray, cos: np.ndarray, shots: np.ndarray) -> np.ndarray:
-        """(B,) open-set score in (0, 1): ``Phi(-min_c z_c)``; higher = more like an enrolled class."""
-        return _phi(-self.z(distances, cos, shots).min(axis=-1))
+        """(B,) open-set score in [0, 1]: ``Phi(-min_c z_c) ** N``; higher = more like an enrolled class."""
+        z = self.z(distances, cos, shots)
+        return _phi(-z.min(axis=-1)) ** z.shape[-1]
 
 
 def sample_cohort(clips, max_clips: int = MAX_COHORT_CLIPS, seed: int = 0) -> Tuple[np.ndarray, int]:

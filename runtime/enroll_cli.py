@@ -31,6 +31,10 @@ def enroll(bundle: Path, clips: Tuple[str, ...], name: str, add: bool, replace: 
     what = f"{k} shot{'s' if k != 1 else ''}" if k else "zero-shot (text feature only, scored by the video-text branch)"
     n = len(b.store.class_names)
     click.echo(f"enrolled '{name.strip()}' in {bundle}: {what}; {n} class{'es' if n != 1 else ''}")
+    if name.strip() in (b.manifest.cohort.get("class_names") or []):
+        click.echo(f"note: the open-set cohort holds clips of '{name.strip()}' (split "
+                   f"'{b.manifest.cohort.get('split')}'), which now is enrolled: its 'known' scores come out low; "
+                   f"rebuild the cohort with `clipfsar calibrate-threshold` (it leaves enrolled classes out)", err=True)
     _remind_threshold(b)
 
 
@@ -38,8 +42,8 @@ def _remind_threshold(b) -> None:
     """After the classes changed: the fitted 'unknown' threshold (if any) was fitted for the old ones."""
     t = b.manifest.calibration.get("threshold") or {}
     if t.get("value") is not None and t.get("score") == "znorm":
-        click.echo("note: the 'unknown' threshold (znorm, normalised per class against the cohort) carries over to "
-                   "the new classes; its false-accept rate was measured with the previous ones: run `clipfsar "
+        click.echo("note: the 'unknown' threshold (znorm: normalised per class and for the number of classes) still "
+                   "applies, but its false-accept rate was measured with the previous classes: run `clipfsar "
                    "calibrate-threshold` again to re-measure it", err=True)
     elif t.get("value") is not None:
         click.echo("note: the 'unknown' threshold was fitted for the previous classes; run `clipfsar "
@@ -124,17 +128,23 @@ def calibrate_threshold(bundle: Path, data: str, split: str, far: float, shot: i
     from .bundle_edit import set_cohort
     from .openset import fit_threshold, make_cohort, store_threshold
 
+    import os
     b = Bundle.open(bundle)
+    if not dry_run and not os.access(bundle, os.W_OK):  # refuse before the work, not after it
+        raise DatasetError(f"bundle {bundle} is read-only; pass --dry-run to measure only, or copy it somewhere "
+                           f"writable")
     chosen = "train" if cohort_split is None else cohort_split
     cohort = None  # None: the bundle's own (if any); with --cohort-split none, thresholds keep max_prob
     if chosen == "none":
         cohort = (None, {})
     elif chosen == split:
-        raise DatasetError(f"--cohort-split {chosen} is the split the threshold is fitted on (--split); the "
-                           f"cohort must hold other actions")
+        raise DatasetError(f"the open-set cohort's split ({'--cohort-split' if cohort_split else 'default'} "
+                           f"'{chosen}') is the split the threshold is fitted on (--split {split}); the cohort "
+                           f"must hold other actions: pass --cohort-split OTHER (or none)")
     elif cohort_split is None and not (Path(data) / "splits" / f"{chosen}.txt").is_file():
-        click.echo(f"note: {data} has no splits/{chosen}.txt: the bundle's open-set cohort is left as it is",
-                   err=True)
+        click.echo(f"note: {data} has no splits/{chosen}.txt: " + (
+            "the bundle's open-set cohort is kept" if b.manifest.cohort else
+            "no open-set cohort, so the threshold is on the max calibrated probability"), err=True)
     else:
         cohort = make_cohort(b, Path(data), chosen, seed=seed)
         click.echo(f"open-set cohort: {len(cohort[0])} clips of {cohort[1]['classes']} classes of split '{chosen}'")
@@ -146,11 +156,20 @@ def calibrate_threshold(bundle: Path, data: str, split: str, far: float, shot: i
         for name, m in os_["scores"].items():
             click.echo(f"  {name:<17} AUROC {m['auroc']:.3f}  OSCR {m['oscr']:.3f}")
     what = {"znorm": "Z-normalised open-set score (znorm)"}.get(entry["score"], "max calibrated probability")
-    click.echo(f"threshold on {what}: {entry['value']:.4f} (accepts "
+    click.echo(f"threshold on {what}: {entry['value']:.6f} (accepts "
                f"{100 * entry['accepted_unknown']:.1f} % of {entry['unknown_clips']} clips of "
                f"{entry['unknown_classes']} classes not enrolled; target {100 * far:g} %)")
-    if not dry_run:
-        if cohort is not None and cohort[0] is not None:  # the cohort first: a znorm threshold needs it
-            b = set_cohort(b.root, *cohort)
-        store_threshold(b, entry)
+    if entry.get("enrolled_clips"):
+        click.echo(f"on this bundle's own {len(b.store.class_names)} classes: it accepts "
+                   f"{100 * entry['accepted_enrolled']:.1f} % of the split's {entry['enrolled_clips']} clips of "
+                   f"enrolled classes (support clips included); AUROC enrolled vs not enrolled "
+                   f"{entry['bundle_auroc']:.3f}")
+    if dry_run:
+        click.echo("--dry-run: nothing stored")
+    else:
+        if cohort is not None and cohort[0] is not None:  # cohort and threshold in one manifest write
+            cal = dict(b.manifest.calibration, threshold=entry)
+            set_cohort(b.root, *cohort, calibration=cal)
+        else:
+            store_threshold(b, entry)
         click.echo(f"stored in {bundle}/manifest.json; `clipfsar run` uses it by default")

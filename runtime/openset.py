@@ -223,7 +223,9 @@ def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0
     if not cal.get("temperature"):
         cal["temperature"] = float(bundle.manifest.model.frames)  # the paper's softmax((T - D) / T)
     head = OnnxGraph(bundle.graph_path("query_head"), backend)
-    q = np.concatenate([feats.clips[i] for i in unknown])  # (M, T, D)
+    known_idx = [i for i, c in enumerate(feats.classes) if c in enrolled]
+    n_unknown = sum(len(feats.clips[i]) for i in unknown)
+    q = np.concatenate([feats.clips[i] for i in unknown + known_idx])  # (M, T, D): unknown clips first
     out = head.run(query=q, prototypes=store.prototypes, text=store.text_features)
     cos = video_text_cos(q, store.text_features)
     probs = calibrated_probs(out["distances"], cos, store.shots, cal)
@@ -239,9 +241,14 @@ def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0
         name = SCORE_NAME
         znorm = ZNorm.fit(head.run, cohort, store.prototypes, store.text_features, store.shots)
         scores[name] = znorm.known(out["distances"], cos, store.shots)
-    value = threshold_at_far(scores[name], far)
-    entry = {"score": name, "value": value, "far": far, "split": split, "unknown_clips": int(len(q)),
-             "unknown_classes": len(unknown), "accepted_unknown": float((scores[name] >= value).mean())}
+    s_unknown, s_known = scores[name][:n_unknown], scores[name][n_unknown:]
+    value = threshold_at_far(s_unknown, far)
+    entry = {"score": name, "value": value, "far": far, "split": split, "unknown_clips": int(n_unknown),
+             "unknown_classes": len(unknown), "accepted_unknown": float((s_unknown >= value).mean())}
+    if len(s_known):  # the deployed bundle's own operating point: clips of its enrolled classes in the split
+        from .calibration import auroc
+        entry.update(enrolled_clips=int(len(s_known)), accepted_enrolled=float((s_known >= value).mean()),
+                     bundle_auroc=auroc(s_known, s_unknown))
     way = min(5, len(feats.classes) - 1)
     if way >= 2:  # open-set episodes need classes outside each episode
         entry["open_set"] = open_set_metrics(bundle, feats, cal, shot, episodes, seed, way, cohort)

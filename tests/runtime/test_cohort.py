@@ -33,8 +33,15 @@ def test_known_is_phi_of_the_smallest_z():
     cos = np.array([[0.0, 0.0, -z.mu[2]], [0.0, 0.0, -z.mu[2]]])
     k = z.known(d, cos, shots)
     zmin = -(2.0 - 1.0 - z.mu[0]) / z.sd[0]
-    assert k[0] == pytest.approx(0.5 * (1 + math.erf(zmin / math.sqrt(2))), abs=1e-9)
-    assert k[1] == pytest.approx(0.5, abs=1e-9)  # as close as a typical cohort clip
+    assert k[0] == pytest.approx((0.5 * (1 + math.erf(zmin / math.sqrt(2)))) ** 3, abs=1e-9)  # Sidak, N = 3
+    assert k[1] == pytest.approx(0.5 ** 3, abs=1e-9)  # at every class's cohort mean
+    # the correction keeps cohort-like clips near median 0.5 whatever the number of classes (independent z's)
+    for n in (2, 10, 40):
+        zs = ZNorm(np.zeros(n), np.ones(n))
+        draws = np.random.default_rng(n).normal(size=(4000, n))
+        assert np.median(zs.known(draws, draws, np.ones(n))) == pytest.approx(0.5, abs=0.03)
+    with pytest.raises(BundleError, match="do not vary"):  # identical cohort clips: no scale
+        ZNorm.from_cohort_distances(np.ones((5, 2)), np.ones((5, 2)), np.array([1, 1]))
     # a zero-shot class is scored by its (negated) video-text cosine, whatever its OTAM distance column says
     np.testing.assert_array_equal(class_distances(d, cos, shots)[:, 2], -cos[:, 2])
 
@@ -67,6 +74,7 @@ def test_build_cohort_is_stored_hashed_and_replaced(bundle, synth_data):
     b = build_cohort(b, synth_data, "train", max_clips=12, seed=1)
     assert b.manifest.cohort["clips"] == 12 and not (bundle / old).exists()  # the old file is removed
     assert len(list(bundle.glob("cohort.*"))) == 1
+    assert (bundle / b.manifest.cohort["file"]).stat().st_mode & 0o777 == 0o644  # readable by every user
 
 
 def test_a_changed_or_malformed_cohort_is_refused(bundle, synth_data):
@@ -108,7 +116,7 @@ def test_classifier_gates_on_known_and_recomputes_it_after_enrolment(bundle, syn
     val_class = (synth_data / "splits" / "val.txt").read_text().split()[0]
     clf.enroll(val_class.replace("_", " "), sorted((synth_data / val_class).glob("*.mp4"))[:2])
     assert len(clf.class_names) == n + 1 and clf._znorm.mu.shape == (n + 1,)
-    assert 0 < clf.classify_clip(frames).known < 1
+    assert 0 <= clf.classify_clip(frames).known <= 1
 
 
 def test_a_znorm_threshold_without_its_cohort_is_a_clear_error(bundle, synth_data):
@@ -127,3 +135,23 @@ def test_open_set_metrics_measure_znorm_with_a_cohort(tiny_bundle, synth_data):
     cohort, _ = sample_cohort(encode_split(b, synth_data, "train").clips, 24)
     m = open_set_metrics(b, encode_split(b, synth_data, "val"), b.manifest.calibration, 1, 20, cohort=cohort)
     assert 0 <= m["scores"]["znorm"]["auroc"] <= 1 and 0 <= m["scores"]["znorm"]["oscr"] <= 1
+
+
+def test_dry_run_stores_nothing_and_enrolling_a_cohort_class_is_flagged(bundle, synth_data):
+    before = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()}
+    r = subprocess.run(CLI + ["calibrate-threshold", str(bundle), "--data", str(synth_data), "--episodes", "5",
+                              "--dry-run"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "--dry-run: nothing stored" in r.stdout
+    assert {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file()} == before
+    r = subprocess.run(CLI + ["calibrate-threshold", str(bundle), "--data", str(synth_data), "--episodes", "5"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = Bundle.open(bundle).manifest
+    assert m.calibration["threshold"]["score"] == "znorm" and m.cohort  # one manifest write holds both
+    train_class = (synth_data / "splits" / "train.txt").read_text().split()[0]
+    clips = [str(p) for p in sorted((synth_data / train_class).glob("*.mp4"))[:2]]
+    r = subprocess.run(CLI + ["enroll", str(bundle), "--name", train_class.replace("_", " "), *clips],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "the open-set cohort holds clips of" in r.stderr and "re-measure" in r.stderr
