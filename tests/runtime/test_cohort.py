@@ -155,3 +155,16 @@ def test_dry_run_stores_nothing_and_enrolling_a_cohort_class_is_flagged(bundle, 
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "the open-set cohort holds clips of" in r.stderr and "re-measure" in r.stderr
+
+
+def test_triton_repository_carries_the_cohort_statistics(bundle, synth_data, tmp_path):
+    from clipfsar.export.triton_repo import export_triton_repo
+    b = build_cohort(Bundle.open(bundle), synth_data, "train", max_clips=16)
+    update_manifest(bundle, "calibration", dict(b.manifest.calibration, threshold={"score": "znorm", "value": 0.8}))
+    export_triton_repo(bundle, tmp_path / "repo", kind="cpu")
+    info = json.loads((tmp_path / "repo" / "bundle_info" / "1" / "info.json").read_text())["scores"]
+    clf = Classifier.load(bundle, backend="cpu")
+    assert info["threshold"] == {"score": "znorm", "value": 0.8}
+    np.testing.assert_allclose(info["znorm"]["mu"], clf._znorm.mu, atol=1e-5)
+    np.testing.assert_allclose(info["znorm"]["sd"], clf._znorm.sd, atol=1e-5)
+    assert info["znorm"]["shots"] == clf.bundle.store.shots.tolist() and "Phi" in info["znorm"]["formula"]
