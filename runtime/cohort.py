@@ -23,8 +23,10 @@ the threshold (``clipfsar calibrate-threshold``) after the classes change to re-
 the label is still the top calibrated probability.
 
 Example:
-    >>> z = ZNorm.fit(query_head.run, cohort_features, store)  # once per loaded store
-    >>> z.known(distances, cos, store.shots)  # (B,)
+    >>> cohort = load_cohort(bundle)  # (M, T, D)
+    >>> st = bundle.store
+    >>> z = ZNorm.fit(query_head.run, cohort, st.prototypes, st.text_features, st.shots)  # once per store
+    >>> z.known(distances, cos, st.shots)  # (B,) for a batch of windows' distances (B, N) and cosines (B, N)
 """
 from __future__ import annotations
 
