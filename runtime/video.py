@@ -16,79 +16,21 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from .errors import VideoError
+from .media_files import (DEFAULT_FPS, IMAGE_EXTS, MAX_FPS, MAX_FRAME_COUNT, VIDEO_EXTS,  # noqa: F401 (re-exported)
+                          frame_files, is_clip, is_image_file, natural_key, natural_sorted, sane_fps,
+                          sane_frame_count)
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-DEFAULT_FPS = 30.0
-MAX_FPS = 1000.0  # a container rate at or above this is a timebase, not a frame rate
-MAX_FRAME_COUNT = 10 ** 9  # ~1 year at 30 fps: larger counts are garbage
 MAX_BAD_RUN = 16  # unreadable frames in a row after which a file is taken to have ended
-
-
-def natural_key(name: str) -> Tuple:
-    """Sort key that orders digit runs by value: ``frame_2.jpg`` < ``frame_10.jpg``.
-
-    Example:
-        >>> sorted(["10.jpg", "2.jpg", "1.jpg"], key=natural_key)
-        ['1.jpg', '2.jpg', '10.jpg']
-    """
-    parts = re.split(r"(\d+)", name)
-    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p.lower()) for p in parts if p != "") + (name,)
-
-
-def natural_sorted(paths: Iterable[Path]) -> List[Path]:
-    """Paths in natural order of their names (see :func:`natural_key`)."""
-    return sorted(paths, key=lambda p: natural_key(Path(p).name))
-
-
-def sane_fps(value) -> Optional[float]:
-    """A container frame rate if it can be believed (finite, 0 < fps < 1000), else None."""
-    try:
-        fps = float(value)
-    except (TypeError, ValueError):
-        return None
-    return fps if math.isfinite(fps) and 0 < fps < MAX_FPS else None
-
-
-def sane_frame_count(value) -> Optional[int]:
-    """A container frame count if it can be believed (finite, 0 < n < 1e9), else None."""
-    try:
-        n = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(n) if math.isfinite(n) and 0 < n < MAX_FRAME_COUNT else None
-
-
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTS and not path.name.startswith(".")
-
-
-def is_clip(path: Path) -> bool:
-    """A video file (by extension: a dangling link named ``x.mp4`` counts, so the scan reports it), or a folder
-    holding image frames."""
-    path = Path(path)
-    try:
-        if path.is_dir():
-            return any(is_image_file(p) for p in path.iterdir())
-        return path.suffix.lower() in VIDEO_EXTS
-    except OSError:  # a symlink loop, a folder without permission
-        return False
-
-
-def frame_files(folder: Path) -> List[Path]:
-    """The image files of a frame folder, in natural order."""
-    return natural_sorted(p for p in Path(folder).iterdir() if is_image_file(p))
 
 
 def _readable_image(path: Path) -> bool:
