@@ -1,8 +1,8 @@
 """Benchmark: the paper's text-token ablation and the weight of each branch in the fusion, for the demo's recipe.
 
 The demo's recipe (``clipfsar/demo.py``): the shipped pretrained tiny weights with the image tower (``visual.*``)
-re-initialised from the seed, the text tower frozen, 450 steps x 4 episodes, 5-way 1-shot, query 3, lr 1e-3 cosine,
-warm-up 10 from 1e-5, alpha 1.5. This script trains that recipe with and without the text token in the prototypes
+re-initialised from the seed, the text tower frozen, 900 steps x 4 episodes, 5-way 1-shot, query 3, lr 1e-3 cosine,
+warm-up 10 from 1e-5, alpha 0.5 (until 2026-11-30: 450 steps, alpha 1.5; ``--steps``/``--alpha``). This script trains that recipe with and without the text token in the prototypes
 (the same ``TrainConfig`` the demo builds, through the same ``Trainer``), for each training seed, on one synthetic
 data set (``clipfsar synth DATA --seed 0 --clips 20``, what the demo makes), and evaluates each run on the test
 split, 5-way 1-shot and 5-shot, 2,000 seeded episodes (seed 0), beta 0.9:
@@ -15,7 +15,7 @@ fusion ``softmax(beta * log p_vt + (1 - beta) * log p_fs)`` equals, up to a per-
 often the fused decision follows each branch and the fusion accuracy at other betas (a diagnosis, not a change).
 
     .venv/bin/python benchmarks/text_token_ablation.py --out /tmp/tta [--data DIR] [--seeds 0,1]
-        [--reuse-text-run 0=/tmp/demo_exp/run] [--spread] [--alpha 1.5] [--steps 450]
+        [--reuse-text-run 0=/tmp/demo_exp/run] [--spread] [--alpha 0.5] [--steps 900]
 
 Writes OUT/text_token_ablation.json and prints markdown tables.
 """
@@ -133,8 +133,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench_tta"))
     ap.add_argument("--data", type=Path, help="Synthetic data (default: make OUT/data with the demo's seed 0).")
     ap.add_argument("--seeds", default="0", help="Comma-separated training seeds.")
-    ap.add_argument("--alpha", type=float, default=1.5, help="Training alpha (the demo's: 1.5).")
-    ap.add_argument("--steps", type=int, default=450, help="Training steps (the demo's: 450).")
+    ap.add_argument("--alpha", type=float, default=0.5, help="Training alpha (the demo's: 0.5; 1.5 before).")
+    ap.add_argument("--steps", type=int, default=900, help="Training steps (the demo's: 900; 450 before).")
     ap.add_argument("--variants", default="text,notext", help="Comma-separated: text, notext.")
     ap.add_argument("--reuse-text-run", action="append", default=[],
                     help="SEED=RUN: an existing run of the demo's recipe with the text token (e.g. the demo's "
