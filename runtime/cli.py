@@ -94,9 +94,9 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
                f"heads on {clf.providers['query_head']} ({clf.precisions['query_head']})", err=True)
     thr = clf.default_threshold if threshold is None else threshold
     gate = "the open-set score (znorm)" if clf.open_set_score == "znorm" else "the top score"
-    click.echo(f"scores: {'calibrated probabilities' if clf.calibrated else 'the paper fusion'}; 'unknown' when "
-               f"{gate} is below {thr:.4f}{' (the bundle threshold)' if threshold is None and thr else ''}",
-               err=True)
+    click.echo(f"scores: {'calibrated probabilities' if clf.calibrated else 'the paper fusion'}; " + (
+        f"'unknown' when {gate} is below {thr:.4f}{' (the bundle threshold)' if threshold is None else ''}"
+        if thr > 0 else "no 'unknown' (rejection off: threshold 0)"), err=True)
     sink = AnnotatedSink(save, show, getattr(src, "fps", 30.0)) if (save or show) else None
     n, interrupted = 0, False
     try:

@@ -131,6 +131,8 @@ def calibrate_threshold(bundle: Path, data: str, split: str, far: float, shot: i
     import os
     from .redact import refuse_url
     data = refuse_url(data, "--data")  # a URL is refused (masked) before anything prints it
+    if not Path(data).is_dir():
+        raise DatasetError(f"--data {data} is not a folder (a folder per class + splits/)")
     b = Bundle.open(bundle)
     if not dry_run and not os.access(bundle, os.W_OK):  # refuse before the work, not after it
         raise DatasetError(f"bundle {bundle} is read-only; pass --dry-run to measure only, or copy it somewhere "
