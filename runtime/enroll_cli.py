@@ -123,13 +123,14 @@ def calibrate_threshold(bundle: Path, data: str, split: str, far: float, shot: i
                         cohort_split: Optional[str], dry_run: bool) -> None:
     """Fit the "unknown" threshold at a false-accept rate on clips of classes BUNDLE has not enrolled; `run` then
     uses it by default (--threshold overrides, --threshold 0 turns rejection off)."""
-    from .bundle import Bundle
-    from .errors import DatasetError
-    from .bundle_edit import set_cohort
-    from .openset import fit_threshold, make_cohort, store_threshold
-
     import os
+
+    from .bundle import Bundle
+    from .bundle_edit import set_cohort
+    from .errors import DatasetError
+    from .openset import fit_threshold, make_cohort, store_threshold
     from .redact import refuse_url
+
     data = refuse_url(data, "--data")  # a URL is refused (masked) before anything prints it
     if not Path(data).is_dir():
         raise DatasetError(f"--data {data} is not a folder (a folder per class + splits/)")
