@@ -11,7 +11,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from .atomic import staged_file
 from .bundle import MANIFEST, PRECISIONS, SCHEMA_VERSION, VARIANTS_DIR, Bundle, Manifest, sha256_of
@@ -181,23 +181,41 @@ def replace_store(root: Path, change: Callable[[PrototypeStore], PrototypeStore]
         store = change(bundle.store)
         if store.prototypes.shape[1:] != bundle.store.prototypes.shape[1:]:
             raise BundleError(f"bundle {root}: new prototypes {store.prototypes.shape} do not match the bundle's")
-        for stale in root.glob(f".*{STORE_PREFIX}*"):  # temporaries of a writer that was killed (we hold the lock)
-            stale.unlink()
-        tmp = root / f".{STORE_PREFIX}.new.safetensors"
-        try:
-            store.save(tmp)
-            digest = sha256_of(tmp)
-            rel = f"{STORE_PREFIX}.{digest[:16]}.safetensors"
-            os.replace(tmp, root / rel)
-        except PermissionError as e:
-            raise BundleError(f"bundle {root} is read-only ({e.strerror}); nothing was changed") from e
+        rel, digest = _write_hashed(root, STORE_PREFIX, store.save)
         data = json.loads((root / MANIFEST).read_text())
         data["prototypes"] = {"file": rel, "sha256": digest}
         _write_manifest(root, data)
-        for path in root.glob(f"{STORE_PREFIX}*.safetensors"):  # the old store, and any a killed writer left
-            if path.name != rel:
-                path.unlink(missing_ok=True)
+        _remove_others(root, STORE_PREFIX, rel)  # the old store, and any a killed writer left
         return Bundle.open(root, check_hashes=False)
+
+
+def _write_hashed(root: Path, prefix: str, save: Callable[[Path], None]) -> Tuple[str, str]:
+    """Write a new bundle file through ``save(path)`` (which stages and fsyncs it) and rename it to
+    ``PREFIX.<sha256[:16]>.safetensors``, a name no reader of the current manifest uses. Call under the lock.
+
+    Returns:
+        (file name relative to the bundle, sha256).
+    Raises:
+        BundleError: a read-only bundle (nothing changed).
+    """
+    for stale in root.glob(f".*{prefix}*"):  # temporaries of a writer that was killed (we hold the lock)
+        stale.unlink()
+    tmp = root / f".{prefix}.new.safetensors"
+    try:
+        save(tmp)
+        digest = sha256_of(tmp)
+        rel = f"{prefix}.{digest[:16]}.safetensors"
+        os.replace(tmp, root / rel)
+    except PermissionError as e:
+        raise BundleError(f"bundle {root} is read-only ({e.strerror}); nothing was changed") from e
+    return rel, digest
+
+
+def _remove_others(root: Path, prefix: str, keep: str) -> None:
+    """Remove every ``PREFIX*.safetensors`` file but ``keep`` (the one the manifest now names)."""
+    for path in root.glob(f"{prefix}*.safetensors"):
+        if path.name != keep:
+            path.unlink(missing_ok=True)
 
 
 def update_manifest(root: Path, key: str, value: Dict[str, Any], timeout: float = 30.0) -> Bundle:
@@ -244,23 +262,17 @@ def set_cohort(root: Path, features, info: Dict[str, Any], calibration: Optional
                 or not np.isfinite(feats).all():
             raise BundleError(f"bundle {root}: cohort features {list(feats.shape)} must be finite "
                               f"[M >= 2, {facts.frames}, {facts.embed_dim}]")
-        tmp = root / f".{COHORT_PREFIX}.new.safetensors"
-        try:
-            save_file({"features": feats}, str(tmp))
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # readable by every user of the bundle, as its other files
-            digest = sha256_of(tmp)
-            rel = f"{COHORT_PREFIX}.{digest[:16]}.safetensors"
-            os.replace(tmp, root / rel)
-        except PermissionError as e:
-            raise BundleError(f"bundle {root} is read-only ({e.strerror}); nothing was changed") from e
+        def save(path: Path) -> None:  # staged: mode 0644 like every bundle file, fsynced before the rename
+            with staged_file(path) as tmp:
+                save_file({"features": feats}, str(tmp))
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+
+        rel, digest = _write_hashed(root, COHORT_PREFIX, save)
         data = json.loads((root / MANIFEST).read_text())
         data["cohort"] = {**json.loads(json.dumps(info)), "file": rel, "sha256": digest, "clips": int(len(feats))}
         if calibration is not None:
             data["calibration"] = json.loads(json.dumps(calibration))
         _write_manifest(root, data)
-        for path in root.glob(f"{COHORT_PREFIX}.*.safetensors"):
-            if path.name != rel:
-                path.unlink(missing_ok=True)
+        _remove_others(root, COHORT_PREFIX, rel)
         return Bundle.open(root, check_hashes=False)
