@@ -49,3 +49,12 @@ def stream_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("stream") / "stream.mp4"
     write_video(path, frames, fps=12)
     return path
+
+
+@pytest.fixture
+def bundle(tmp_path, tiny_bundle) -> Path:
+    """A fresh copy of ``tiny_bundle`` a test may change (enrol, calibrate, tamper)."""
+    import shutil
+    out = tmp_path / "b"
+    shutil.copytree(tiny_bundle, out)
+    return out

@@ -1,6 +1,5 @@
 """Calibrated probabilities, zero-shot scores, the "unknown" threshold and open-set metrics."""
 import json
-import shutil
 import subprocess
 import sys
 
@@ -69,13 +68,6 @@ def test_auroc_and_oscr_against_brute_force():
 
 
 # ----- through a bundle -----------------------------------------------------------------------------------------
-@pytest.fixture
-def bundle(tmp_path, tiny_bundle):
-    out = tmp_path / "b"
-    shutil.copytree(tiny_bundle, out)
-    return out
-
-
 def _clip(synth_data, cls, i=-1):
     return sorted((synth_data / cls.replace(" ", "_")).glob("*.mp4"))[i]
 

@@ -1,7 +1,6 @@
 """The Z-normalised open-set score (runtime/cohort.py): its math, the cohort in the bundle, the runtime using it."""
 import json
 import math
-import shutil
 import subprocess
 import sys
 
@@ -56,13 +55,6 @@ def test_sample_cohort_spreads_over_classes_and_caps():
 
 
 # ----- the cohort in a bundle -------------------------------------------------------------------------------------
-@pytest.fixture
-def bundle(tmp_path, tiny_bundle):
-    out = tmp_path / "b"
-    shutil.copytree(tiny_bundle, out)
-    return out
-
-
 def test_build_cohort_is_stored_hashed_and_replaced(bundle, synth_data):
     b = build_cohort(Bundle.open(bundle), synth_data, "train", max_clips=20)
     entry = b.manifest.cohort

@@ -1,7 +1,6 @@
 """On-device enrolment and class management: same result as export, atomic store writes, bad input."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -16,13 +15,6 @@ from clipfsar.runtime.errors import BundleError, VideoError
 from clipfsar.runtime.tokenizer import TokenizerError
 
 CLI = [sys.executable, "-m", "clipfsar"]
-
-
-@pytest.fixture
-def bundle(tmp_path, tiny_bundle):
-    out = tmp_path / "b"
-    shutil.copytree(tiny_bundle, out)
-    return out
 
 
 def _clips(synth_data, name, k):

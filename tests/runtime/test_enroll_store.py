@@ -1,7 +1,6 @@
 """Store writes: a lock between writers (no class lost), and kill -9 mid-write leaves the previous store valid."""
 import multiprocessing
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,13 +12,6 @@ import pytest
 from clipfsar.runtime.bundle import Bundle, PrototypeStore, bundle_lock, replace_store
 from clipfsar.runtime.enroll import Enroller
 from clipfsar.runtime.errors import BundleError
-
-
-@pytest.fixture
-def bundle(tmp_path, tiny_bundle):
-    out = tmp_path / "b"
-    shutil.copytree(tiny_bundle, out)
-    return out
 
 
 WRITER = """
