@@ -171,6 +171,9 @@ def test_calibrate_threshold_bad_inputs(bundle, synth_data, tmp_path):
     r = subprocess.run(CLI + ["calibrate-threshold", str(bundle), "--data", str(synth_data), "--cohort-split",
                               "test"], capture_output=True, text=True)  # every test class is enrolled
     assert r.returncode == 2 and "only enrolled classes" in r.stderr
+    r = subprocess.run(CLI + ["calibrate-threshold", str(bundle), "--data", str(tmp_path / "nope")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "is not a folder" in r.stderr and "note:" not in r.stderr
     assert not Bundle.open(bundle).manifest.cohort  # nothing stored by the refused runs
 
 
