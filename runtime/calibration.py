@@ -23,9 +23,6 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-SCORES = ("max_prob", "neg_min_distance", "max_fused")
-
-
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)

@@ -196,8 +196,8 @@ def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0
     rate ``far``, and measure every candidate rejection score on open-set episodes of the split.
 
     The threshold is on ``znorm`` (runtime/cohort.py) when there is an open-set cohort (``cohort``: features and
-    info from :func:`make_cohort`, else the bundle's own), else on ``max_prob`` (the largest calibrated probability over the bundle's enrolled
-    classes): the smallest value that at most ``far`` of those unknown clips reach.
+    info from :func:`make_cohort`, else the bundle's own), else on ``max_prob`` (the largest calibrated probability
+    over the bundle's enrolled classes): the smallest value that at most ``far`` of those unknown clips reach.
 
     Returns:
         The ``threshold`` entry for the manifest's calibration (score, value, far, counts, open-set metrics).
@@ -205,7 +205,7 @@ def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0
         DatasetError: no clip of a class outside the bundle's classes in the split; bad ``far``, ``shot`` or
             ``episodes``.
     """
-    from .calibration import calibrated_probs, rejection_scores, threshold_at_far
+    from .calibration import auroc, calibrated_probs, rejection_scores, threshold_at_far
     from .cohort import SCORE_NAME, ZNorm, load_cohort
     if not 0 < far < 1:
         raise DatasetError(f"--far must be in (0, 1), got {far}")
@@ -246,7 +246,6 @@ def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0
     entry = {"score": name, "value": value, "far": far, "split": split, "unknown_clips": int(n_unknown),
              "unknown_classes": len(unknown), "accepted_unknown": float((s_unknown >= value).mean())}
     if len(s_known):  # the deployed bundle's own operating point: clips of its enrolled classes in the split
-        from .calibration import auroc
         entry.update(enrolled_clips=int(len(s_known)), accepted_enrolled=float((s_known >= value).mean()),
                      bundle_auroc=auroc(s_known, s_unknown))
     way = min(5, len(feats.classes) - 1)
@@ -266,7 +265,8 @@ def make_cohort(bundle: Bundle, data: Path, split: str = "train", max_clips: int
     """
     from .cohort import sample_cohort
     feats = encode_split(bundle, Path(refuse_url(data, "--data")), split, backend)
-    keep = [i for i, c in enumerate(feats.classes) if c not in set(bundle.store.class_names)]
+    enrolled = set(bundle.store.class_names)
+    keep = [i for i, c in enumerate(feats.classes) if c not in enrolled]
     if not keep:
         raise DatasetError(f"split '{split}' of {data} has only enrolled classes; the open-set cohort needs clips "
                            f"of other actions")
