@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 import click
 
 from clipfsar.runtime.errors import ConfigError
-from clipfsar.runtime.trt_cache import ProfileOptions
+from clipfsar.runtime.trt_profile import ProfileOptions
 from clipfsar.runtime.trt_cli import build_bundle_engines, engine_options, profile_options
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from .errors import ClipFsarError
-from .trt_cache import ProfileOptions, batch_slices, load_profile_options, profile_shapes, shape_problem
+from .trt_profile import ProfileOptions, batch_slices, load_profile_options, profile_shapes, shape_problem
 from .trt_engine import cuda_check, ensure_engine, import_cudart, import_tensorrt, trt_logger
 
 log = logging.getLogger(__name__)

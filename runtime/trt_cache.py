@@ -1,4 +1,4 @@
-"""The TensorRT engine cache and optimisation profiles: pure Python, no TensorRT needed (tested on the CPU).
+"""The TensorRT engine cache: pure Python, no TensorRT needed (tested on the CPU).
 
 TensorRT engines are not portable across GPUs or TensorRT versions, so each engine is stored under a key of
 (GPU name, compute capability, TensorRT version, graph sha256, precision, optimisation profile). A cache folder
@@ -8,7 +8,7 @@ TensorRT engines are not portable across GPUs or TensorRT versions, so each engi
     <graph>.<precision>.<digest16>.json     its record: the key's fields and the engine file's sha256
 
 plus one TensorRT timing cache per device (``timing-<device digest16>.cache``) and ``profile.json``, the profile
-options ``clipfsar engine`` built with (the runtime reuses them, so it finds those engines). An engine is loaded
+options ``clipfsar engine`` built with (runtime/trt_profile.py; the runtime reuses them, so it finds those engines). An engine is loaded
 only when its record's key equals this device's key and its bytes match the recorded sha256; anything else is
 rebuilt, and :func:`lookup` says why.
 
@@ -29,119 +29,19 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .atomic import staged_file
-from .errors import ClipFsarError, ConfigError
+from .errors import ClipFsarError
+# the profile half lives in trt_profile.py; its names stay importable from here
+from .trt_profile import (AXES, PROFILE_FILE, ProfileOptions, ProfileShapes, Shape, batch_slices,  # noqa: F401
+                          load_profile_options, profile_shapes, save_profile_options, shape_problem)
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-AXES = ("batch", "classes", "shots")  # the dynamic axes the exported graphs name (export/graphs.py IO)
 KEY_FIELDS = ("gpu_name", "compute_capability", "tensorrt_version", "graph_sha256", "precision", "profile")
 RECORD_FORMAT = 1
-PROFILE_FILE = "profile.json"
-
-Shape = Tuple[int, ...]
-ProfileShapes = Dict[str, Tuple[Shape, Shape, Shape]]  # input name -> (min, opt, max)
-
-
-@dataclass(frozen=True)
-class ProfileOptions:
-    """min / opt / max of every dynamic axis (min is always 1). An ``opt_*`` left at None is the default
-    (batch 1: one live stream; classes 5: a 5-way task; shots 1) capped at the axis' max.
-
-    Raises:
-        ConfigError: a value below 1, or an opt above its max (the message names the option).
-    """
-    max_batch: int = 16
-    max_classes: int = 64
-    max_shots: int = 8
-    opt_batch: Optional[int] = None
-    opt_classes: Optional[int] = None
-    opt_shots: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        for axis, default in (("batch", 1), ("classes", 5), ("shots", 1)):
-            mx, opt = getattr(self, f"max_{axis}"), getattr(self, f"opt_{axis}")
-            if not isinstance(mx, int) or isinstance(mx, bool) or mx < 1:
-                raise ConfigError(f"--max-{axis} must be an integer >= 1, got {mx!r}")
-            if opt is None:
-                object.__setattr__(self, f"opt_{axis}", min(default, mx))
-            elif not isinstance(opt, int) or isinstance(opt, bool) or not 1 <= opt <= mx:
-                raise ConfigError(f"--opt-{axis} must be between 1 and --max-{axis} ({mx}), got {opt!r}")
-
-    def range(self, axis: str) -> Tuple[int, int, int]:
-        """(min, opt, max) of one dynamic axis."""
-        if axis not in AXES:
-            raise ConfigError(f"unknown dynamic axis '{axis}' (known: {', '.join(AXES)})")
-        return 1, getattr(self, f"opt_{axis}"), getattr(self, f"max_{axis}")
-
-    def to_json(self) -> Dict[str, int]:
-        return dataclasses.asdict(self)
-
-    @staticmethod
-    def from_json(data: Mapping[str, Any], where: str) -> "ProfileOptions":
-        unknown = set(data) - {f.name for f in dataclasses.fields(ProfileOptions)}
-        if unknown:
-            raise ConfigError(f"{where}: unknown profile options {sorted(unknown)}")
-        return ProfileOptions(**data)
-
-
-def _spec_fields(spec: Any) -> Tuple[str, Sequence[Any]]:
-    if isinstance(spec, Mapping):
-        return spec["name"], spec["shape"]
-    return spec.name, spec.shape
-
-
-def profile_shapes(inputs: Sequence[Any], options: ProfileOptions) -> ProfileShapes:
-    """The optimisation profile of a graph: (min, opt, max) shape of every input.
-
-    Args:
-        inputs: the graph's input specs from the manifest (``TensorSpec`` or ``{"name", "shape"}``), whose shapes
-            hold ints for fixed axes and axis names (``batch``, ``classes``, ``shots``) for dynamic ones.
-        options: the ranges of the dynamic axes.
-    Returns:
-        input name -> (min shape, opt shape, max shape).
-    Raises:
-        ConfigError: an axis name no option sets, or a fixed axis that is not a positive integer.
-    """
-    out: ProfileShapes = {}
-    for spec in inputs:
-        name, shape = _spec_fields(spec)
-        lo, opt, hi = [], [], []
-        for i, d in enumerate(shape):
-            if isinstance(d, str):
-                if d not in AXES:
-                    raise ConfigError(f"graph input '{name}' axis {i} is dynamic ('{d}') but no profile option "
-                                      f"sets it (dynamic axes: {', '.join(AXES)})")
-                r = options.range(d)
-            elif isinstance(d, int) and not isinstance(d, bool) and d > 0:
-                r = (d, d, d)
-            else:
-                raise ConfigError(f"graph input '{name}' axis {i} has no usable size ({d!r})")
-            lo.append(r[0]), opt.append(r[1]), hi.append(r[2])
-        out[name] = (tuple(lo), tuple(opt), tuple(hi))
-    return out
-
-
-def shape_problem(name: str, shape: Shape, profile: Tuple[Shape, Shape, Shape]) -> Optional[str]:
-    """Why ``shape`` cannot run in an engine built for ``profile`` (None if it can)."""
-    lo, _, hi = profile
-    if len(shape) != len(lo):
-        return f"input '{name}' has {len(shape)} axes, the engine expects {len(lo)} ({'x'.join(map(str, hi))})"
-    for i, (s, a, b) in enumerate(zip(shape, lo, hi)):
-        if not a <= s <= b:
-            return (f"input '{name}' shape {tuple(shape)} is outside the engine's profile (axis {i}: {s} not in "
-                    f"[{a}, {b}]); rebuild with larger limits (clipfsar engine --max-batch/--max-classes/--max-shots)")
-    return None
-
-
-def batch_slices(n: int, max_batch: int) -> List[slice]:
-    """Split ``n`` rows into runs of at most ``max_batch`` (a batch bigger than the profile runs in pieces)."""
-    if n < 1 or max_batch < 1:
-        raise ValueError(f"batch_slices: n={n}, max_batch={max_batch}")
-    return [slice(i, min(i + max_batch, n)) for i in range(0, n, max_batch)]
 
 
 @dataclass(frozen=True)
@@ -297,28 +197,3 @@ def store(cache_dir: Path, graph: str, key: EngineKey, blob: bytes) -> Path:
 def timing_cache_path(cache_dir: Path, device: DeviceInfo) -> Path:
     """The TensorRT timing cache file for this device (timing caches are per GPU and TensorRT version too)."""
     return Path(cache_dir) / f"timing-{device.digest[:16]}.cache"
-
-
-def save_profile_options(cache_dir: Path, options: ProfileOptions) -> None:
-    """Remember the options engines in ``cache_dir`` were built with (read back by :func:`load_profile_options`)."""
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    with staged_file(Path(cache_dir) / PROFILE_FILE) as tmp:
-        tmp.write_text(json.dumps(options.to_json(), indent=2) + "\n")
-
-
-def load_profile_options(cache_dir: Optional[Path]) -> ProfileOptions:
-    """The options saved in ``cache_dir`` by ``clipfsar engine``, else the defaults.
-
-    Raises:
-        ConfigError: the saved file is not valid JSON or holds invalid options.
-    """
-    path = Path(cache_dir) / PROFILE_FILE if cache_dir is not None else None
-    if path is None or not path.is_file():
-        return ProfileOptions()
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as e:
-        raise ConfigError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object of profile options")
-    return ProfileOptions.from_json(data, str(path))

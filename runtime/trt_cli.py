@@ -11,7 +11,8 @@ from typing import Dict, List, Optional, Sequence
 import click
 
 from .errors import ConfigError
-from .trt_cache import PRECISIONS, ProfileOptions
+from .trt_cache import PRECISIONS
+from .trt_profile import ProfileOptions
 
 log = logging.getLogger(__name__)
 ENGINE_GRAPHS = ("image_encoder", "query_head", "text_encoder", "support_head")
@@ -39,7 +40,7 @@ def build_bundle_engines(bundle_root: Path, precision: str = "fp32", options: Op
         the ones it has). TensorRTUnavailable: TensorRT, cuda-python or a GPU is missing. EngineBuildError.
     """
     from .bundle import Bundle
-    from .trt_cache import save_profile_options
+    from .trt_profile import save_profile_options
     from .trt_engine import TensorRTUnavailable, ensure_engine, trt_usable
 
     options = options or ProfileOptions()

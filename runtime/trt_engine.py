@@ -24,8 +24,8 @@ from typing import Any, Optional, Sequence, Tuple
 from .atomic import staged_file
 from .bundle import sha256_of
 from .errors import ClipFsarError
-from .trt_cache import (CacheDecision, DeviceInfo, ProfileOptions, ProfileShapes, engine_key, load_profile_options,
-                        lookup, profile_shapes, store, timing_cache_path)
+from .trt_cache import CacheDecision, DeviceInfo, engine_key, lookup, store, timing_cache_path
+from .trt_profile import ProfileOptions, ProfileShapes, load_profile_options, profile_shapes
 
 log = logging.getLogger(__name__)
 

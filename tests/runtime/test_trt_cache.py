@@ -1,13 +1,14 @@
-"""The TensorRT engine cache's pure parts: profiles, the cache key, rebuild decisions (no TensorRT needed)."""
+"""The TensorRT engine cache's pure parts (runtime/trt_cache.py, trt_profile.py): profiles, the cache key,
+rebuild decisions (no TensorRT needed)."""
 import hashlib
 import json
 
 import pytest
 
 from clipfsar.runtime.errors import ClipFsarError, ConfigError
-from clipfsar.runtime.trt_cache import (DeviceInfo, ProfileOptions, batch_slices, engine_key, key_mismatch,
-                                        load_profile_options, lookup, profile_shapes, save_profile_options,
-                                        shape_problem, store, timing_cache_path)
+from clipfsar.runtime.trt_cache import DeviceInfo, engine_key, key_mismatch, lookup, store, timing_cache_path
+from clipfsar.runtime.trt_profile import (ProfileOptions, batch_slices, load_profile_options, profile_shapes,
+                                          save_profile_options, shape_problem)
 
 # the I/O contract export/graphs.py writes into every manifest (T=8, D=32, context 16 here)
 INPUTS = {
