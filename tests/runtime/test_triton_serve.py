@@ -28,7 +28,7 @@ def _why_no_server():
         import tritonclient.grpc  # noqa: F401
     except ImportError as e:
         return f"nvidia-pytriton / tritonclient not installed ({e}): pip install 'clip-fsar[serve]'"
-    from clipfsar.runtime.serve import ServeError, stub_python_env
+    from clipfsar.runtime.serve_env import ServeError, stub_python_env
     try:
         stub_python_env(None)
     except ServeError as e:
@@ -295,6 +295,25 @@ def test_serve_refuses_a_broken_bundle(tmp_path):
     r = subprocess.run(CLI + ["serve", str(tmp_path / "b"), "--http-port", "1"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and "error: bundle" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_port_free_ignores_time_wait_but_not_a_listener():
+    """A server stopped a moment ago leaves its accepted connections in TIME_WAIT: a restart on the same port must
+    not be refused for them (tritonserver binds with SO_REUSEADDR; Linux lets such a bind pass TIME_WAIT sockets of
+    a listener that had it too), while a live listener still counts as in use."""
+    from clipfsar.runtime.serve_env import port_free
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as tritonserver's listeners (gRPC, HTTP)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = listener.accept()
+    assert not port_free("127.0.0.1", port)  # listening
+    conn.close()  # the server side closes first: its end of the connection enters TIME_WAIT
+    client.close()
+    listener.close()
+    assert port_free("127.0.0.1", port)
 
 
 def test_serve_refuses_a_port_in_use(tiny_bundle):
