@@ -67,7 +67,8 @@ def archs() -> None:
 @click.option("--beta", type=float, help="Inference fusion weight stored in the checkpoint.")
 @click.option("--class-names", "class_names_file", type=click.Path(path_type=Path),
               help="Class-name map for numbered class folders: JSON/CSV folder -> name, or SSv2's labels.json.")
-@click.option("--resume", is_flag=True, help="Continue --out from its last checkpoint (with its saved config).")
+@click.option("--resume", is_flag=True, help="Continue --out from its last checkpoint (with its saved config; "
+              "--data replaces the saved data folder, e.g. after moving it).")
 @click.option("--stop-after", type=int, help="Stop after this many steps of this invocation (resume later).")
 def train(data, out, config_file, preset, resume, stop_after, milestones, no_text_prototype, class_names_file=None,
           **opts) -> None:
@@ -80,7 +81,7 @@ def train(data, out, config_file, preset, resume, stop_after, milestones, no_tex
     if resume:
         if class_names_file:
             raise click.UsageError("--class-names is stored with the run; it cannot change on --resume")
-        cfg = resumed_config(out)
+        cfg = resumed_config(out, data)
     else:
         if data is None:
             raise click.UsageError("--data is required")
@@ -98,7 +99,8 @@ def train(data, out, config_file, preset, resume, stop_after, milestones, no_tex
         values.update({k: v for k, v in opts.items() if v is not None})
         if milestones:
             values["milestones"] = [int(m) for m in milestones.split(",")]
-        values.update(data=str(data), out=str(out), model=model)
+        # absolute, so that --resume works from any directory (the run folder itself is always the --out given)
+        values.update(data=str(Path(data).absolute()), out=str(Path(out).absolute()), model=model)
         if class_names_file:  # stored in the run config and every checkpoint
             from .class_names import load_class_map
             values["class_names"] = load_class_map(class_names_file)

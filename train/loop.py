@@ -293,6 +293,19 @@ def best_checkpoint(run: Path) -> Path:
     raise ClipFsarError(f"{run} is neither a checkpoint folder nor a run folder with best/ or last/")
 
 
-def resumed_config(out: Path) -> TrainConfig:
-    """The config saved in a run folder (what ``--resume`` continues)."""
-    return from_dict(TrainConfig, read_json(Path(out) / "config.json", "run config"), f"{out}/config.json")
+def resumed_config(out: Path, data: Optional[Path] = None) -> TrainConfig:
+    """The config saved in a run folder (what ``--resume`` continues), continuing *this* folder.
+
+    ``out`` replaces the saved run folder (the run may have moved, or be named from another directory); ``data``,
+    when given, replaces the saved data folder (the data moved).
+
+    Raises:
+        ClipFsarError: no readable config.json; the saved data folder is a relative path that does not exist from
+            here (runs saved before paths were stored absolute) and no ``data`` was given.
+    """
+    import dataclasses
+    cfg = from_dict(TrainConfig, read_json(Path(out) / "config.json", "run config"), f"{out}/config.json")
+    if data is None and not Path(cfg.data).is_absolute() and not Path(cfg.data).exists():
+        raise ClipFsarError(f"cannot resume {out}: its data folder '{cfg.data}' was saved relative to where training "
+                            f"started and is not found from here; pass --data")
+    return dataclasses.replace(cfg, out=str(out), data=str(data) if data is not None else cfg.data)

@@ -30,6 +30,26 @@ def test_few_steps_write_run_folder(synth_data, tmp_path):
     assert json.loads((run / "last" / "trainer_state.json").read_text())["step"] == 4
 
 
+def test_resume_continues_the_folder_given_from_any_directory(synth_data, tmp_path):
+    """`--resume --out X` continues X even after the run folder moved, and from another working directory; a
+    legacy config whose relative data path does not resolve asks for --data instead of training elsewhere."""
+    import shutil
+    Trainer(_cfg(synth_data, tmp_path / "a", val_every=4), stop_after=2).run()
+    shutil.move(str(tmp_path / "a"), str(tmp_path / "moved"))
+    (tmp_path / "elsewhere").mkdir()
+    r = subprocess.run(CLI + ["train", "--out", str(tmp_path / "moved"), "--resume"], cwd=tmp_path / "elsewhere",
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "moved" / "last" / "trainer_state.json").read_text())["step"] == 4
+    assert not (tmp_path / "a").exists()  # nothing written where the run used to be
+    cfg = json.loads((tmp_path / "moved" / "config.json").read_text())
+    cfg["data"] = "relative/data"  # as runs saved before paths were stored absolute
+    (tmp_path / "moved" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ClipFsarError, match="pass --data"):
+        resumed_config(tmp_path / "moved")
+    assert resumed_config(tmp_path / "moved", synth_data).data == str(synth_data)
+
+
 def test_resume_after_interruption_matches_uninterrupted(synth_data, tmp_path):
     Trainer(_cfg(synth_data, tmp_path / "full", val_every=4)).run()
     Trainer(_cfg(synth_data, tmp_path / "cut", val_every=4), stop_after=2).run()
