@@ -65,7 +65,7 @@ def read_captions(file: Path, root: Optional[Path] = None,
     rows: List[CaptionRow] = []
     skipped = 0
     try:
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not part of row 1
     except UnicodeDecodeError as e:
         raise CaptionsError(f"captions file {file} is not UTF-8 text: {e}") from e
     for n, line in enumerate(text.splitlines(), start=1):

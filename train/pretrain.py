@@ -7,7 +7,9 @@ encoded frame by frame (T frames, TSN sampling, random in training) and mean-poo
 video-text branch pools it (DESIGN.md section 3), so what is aligned here is what that branch uses.
 
 The result is an ordinary open_clip state dict in safetensors: ``RUN/weights.safetensors``, loadable with
-``open_clip.create_model(arch, pretrained=FILE)`` and ``clipfsar train --weights FILE``.
+``open_clip.create_model(arch, pretrained=FILE)`` (for ``tiny``, whose config ships here:
+``open_clip.create_model(resolve_arch("tiny"), pretrained=FILE)``, which registers it) and
+``clipfsar train --weights FILE``.
 """
 from __future__ import annotations
 

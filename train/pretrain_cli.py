@@ -29,7 +29,8 @@ def pretrain(**opts) -> None:
     """CLIP-style contrastive pretraining of the image and text towers on (clip, caption) pairs.
 
     Writes OUT/weights.safetensors, an ordinary open_clip state dict: `clipfsar train --weights FILE` and
-    `open_clip.create_model(ARCH, pretrained=FILE)` load it.
+    `open_clip.create_model(ARCH, pretrained=FILE)` load it (for tiny, register its config first:
+    `open_clip.create_model(clipfsar.train.backbone.resolve_arch("tiny"), pretrained=FILE)`).
     """
     from .pretrain import PretrainConfig, Pretrainer
     opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()}

@@ -118,6 +118,16 @@ def test_rows_outside_the_split_are_counted_in_a_warning(tmp_path, synth_data, c
     assert "1 of 2 rows skipped" in caplog.text and str(file) in caplog.text
 
 
+def test_a_captions_file_with_a_byte_order_mark_and_crlf_reads_like_a_plain_one(tmp_path, synth_data):
+    from clipfsar.train.captions import read_captions
+    plain = "a_circle_moving_left/0000.mp4\ta circle\r\na_circle_moving_left/0001.mp4\ta circle moving\r\n"
+    file = tmp_path / "captions.txt"
+    file.write_bytes(b"\xef\xbb\xbf" + plain.encode())  # what Notepad writes
+    rows = read_captions(file, synth_data)
+    assert [(r.path.name, r.caption, r.line) for r in rows] == [("0000.mp4", "a circle", 1),
+                                                                 ("0001.mp4", "a circle moving", 2)]
+
+
 BAD_CAPTIONS = [
     ("a_circle_moving_left/9999.mp4\ta circle\n", "line 2: clip 'a_circle_moving_left/9999.mp4' not found"),
     ("{clip}\t   \n", "line 2: the caption of '{clip}' is empty"),
@@ -209,3 +219,22 @@ def test_diverged_pretraining_writes_no_weights(tmp_path, synth_data):
     with pytest.raises(ClipFsarError, match="diverged"):
         Pretrainer(cfg).run()
     assert not list(out.glob("*.safetensors"))
+
+
+def test_documented_open_clip_loading_works_in_a_fresh_interpreter():
+    """The README's line for loading a tiny weights file with open_clip alone, in a process that has not
+    registered the tiny config before (open_clip does not know it until resolve_arch registers it)."""
+    import os
+    import subprocess
+    import sys
+
+    from clipfsar.train.backbone import BUILTIN_WEIGHTS, TINY_ARCH
+    file = BUILTIN_WEIGHTS[(TINY_ARCH, "synth")]
+    code = ("import open_clip, torch; from safetensors.torch import load_file; "
+            "from clipfsar.train.backbone import resolve_arch; "
+            f"m = open_clip.create_model(resolve_arch('tiny'), pretrained={str(file)!r}); "
+            f"w = load_file({str(file)!r}); sd = m.state_dict(); "
+            "assert all(torch.equal(sd[k], w[k]) for k in w), 'weights differ'; print('loaded', len(w))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0 and r.stdout.startswith("loaded"), r.stderr[-2000:]
