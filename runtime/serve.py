@@ -43,7 +43,8 @@ from .bundle import Bundle
 from .engines import create_graph
 from .errors import ClipFsarError
 from .precision import choose_precisions
-from .serve_env import ServeError, fix_libpython_path, port_free, stub_python_env, use_stub_env
+from .serve_env import (DEFAULT_STUB_ENV, STUB_ENV_VAR, ServeError, fix_libpython_path,  # noqa: F401 (public)
+                        port_free, stub_python_env, use_stub_env)
 from .serve_protocol import ENROLL_MODEL, HEAD_OUTPUTS, INFO_MODEL, SERVED_INPUTS, store_digest
 
 log = logging.getLogger(__name__)

@@ -194,7 +194,9 @@ class Pretrainer:
         cfg = self.cfg
         out = Path(cfg.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ClipFsarError(f"pretraining output {out} already exists; choose another --out")
+            interrupted = out.is_dir() and not (out / WEIGHTS_FILE).exists() and (out / "pretrain.json").exists()
+            why = (" and holds an interrupted run (no weights.safetensors): delete it, or" if interrupted else ";")
+            raise ClipFsarError(f"pretraining output {out} already exists{why} choose another --out")
         data = Path(cfg.data)
         if not data.is_dir():
             raise ClipFsarError(f"dataset folder not found: {data}")
@@ -225,11 +227,15 @@ class Pretrainer:
                      sum(map(len, caps)), captions_file, time.perf_counter() - t0)
             out = Path(cfg.out)
             out.mkdir(parents=True, exist_ok=True)
-            (out / "pretrain.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+            (out / "pretrain.json").write_text(json.dumps({**asdict(cfg), "batch_used": min(cfg.batch, len(paths))},
+                                                          indent=2) + "\n")
             clip.to(self.device).train()
             loss_fn, optim = open_clip.loss.ClipLoss(), _optimizer(clip, cfg)
             rng = np.random.default_rng(cfg.seed)
             batch = min(cfg.batch, len(paths))
+            if batch < cfg.batch:
+                log.warning("--batch %d is more than the %d usable clips: each step uses all %d", cfg.batch,
+                            len(paths), batch)
             with open(out / "log.csv", "w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["step", "lr", "loss", "logit_scale", "clips_per_s"])

@@ -10,7 +10,7 @@ import click
 @click.option("--data", type=click.Path(path_type=Path), required=True,
               help="Dataset folder: clips or images, and a captions file (path<TAB>caption per line).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Run folder (must not exist): weights.safetensors, log.csv, pretrain.json.")
+              help="Run folder (new, or an empty folder): weights.safetensors, log.csv, pretrain.json.")
 @click.option("--captions", type=click.Path(path_type=Path), help="Captions file [default: DATA/captions.txt].")
 @click.option("--split", default="train", show_default=True,
               help="With DATA/splits/, only this split's clips are used.")

@@ -221,6 +221,19 @@ def test_diverged_pretraining_writes_no_weights(tmp_path, synth_data):
     assert not list(out.glob("*.safetensors"))
 
 
+def test_an_interrupted_run_folder_is_named_as_such(tmp_path, synth_data):
+    """A run killed before its weights were written keeps its logs; reusing its --out says what it is."""
+    from clipfsar.runtime.errors import ClipFsarError
+    from clipfsar.train.pretrain import PretrainConfig, Pretrainer
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "pretrain.json").write_text("{}")
+    (out / "log.csv").write_text("step,lr,loss,logit_scale,clips_per_s\n")
+    with pytest.raises(ClipFsarError, match="interrupted run .no weights.safetensors.: delete it, or choose"):
+        Pretrainer(PretrainConfig(data=str(synth_data), out=str(out), steps=1, batch=4)).run()
+    assert sorted(p.name for p in out.iterdir()) == ["log.csv", "pretrain.json"]  # nothing touched
+
+
 def test_documented_open_clip_loading_works_in_a_fresh_interpreter():
     """The README's line for loading a tiny weights file with open_clip alone, in a process that has not
     registered the tiny config before (open_clip does not know it until resolve_arch registers it)."""
