@@ -115,7 +115,7 @@ def demo(out: Path, steps: int, episodes: int, weights: str, seed: int, fresh: b
                + " (the no-text-token ablation and the random-init runs: README, 'Pretraining')")
     if not goals["fusion >= few-shot"]:
         click.echo("  fusion < few-shot: these classes are defined by motion, which the video-text branch's frame "
-                   "averaging erases (its ceiling: README, 'Why no text prior can close the fusion gap'); the bundle "
+                   "averaging erases (README: 'Why the fusion goal is out of reach'); the bundle "
                    "labels windows with the few-shot branch (beta 0, the paper's reported setting)")
 
     t = _step("5/6 export: ONNX graphs + prototypes of the 9 test classes (5 shots each)")
