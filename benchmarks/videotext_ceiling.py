@@ -170,7 +170,7 @@ def main(argv=None) -> dict:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="a run folder or checkpoint (the fine-tuned model)")
     src.add_argument("--weights", help="open_clip weights (tag such as synth, or a file) of the tiny model")
-    ap.add_argument("--arch", default="tiny", help="with --weights")
+    ap.add_argument("--arch", default="tiny", help="with --weights (a --run checkpoint knows its own)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--way", type=int, default=5)
     ap.add_argument("--episodes", type=int, default=2000)
@@ -182,8 +182,12 @@ def main(argv=None) -> dict:
         betas = [float(b) for b in args.betas.split(",")]
     except ValueError:
         ap.error(f"--betas must be comma-separated numbers, got {args.betas!r}")
-    if not all(0 <= b <= 1 for b in betas) or args.episodes < 1 or args.way < 2:
-        ap.error("--betas must lie in [0, 1], --episodes must be >= 1 and --way >= 2")
+    if not all(0 <= b <= 1 for b in betas):
+        ap.error(f"--betas must lie in [0, 1], got {args.betas}")
+    if args.episodes < 1 or args.way < 2:
+        ap.error(f"--episodes must be >= 1 (got {args.episodes}) and --way >= 2 (got {args.way})")
+    if args.out is not None and not args.out.parent.is_dir():
+        ap.error(f"--out {args.out}: folder {args.out.parent} does not exist")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # open_clip's "initialized randomly" before a checkpoint loads
         handler.addFilter(lambda r: "open_clip" not in r.pathname or r.levelno >= logging.ERROR)
@@ -228,6 +232,9 @@ def measure(args, betas: Sequence[float]) -> dict:
     train = train_feats = None
     if (args.data / "splits" / "train.txt").is_file():  # first: a bad train split fails before the long part
         train, train_feats = features("train")
+    else:
+        print(f"note: {args.data} has no splits/train.txt: the shape / motion-kind probes are skipped",
+              file=sys.stderr)
     test, feats = features(args.split)
     offsets, counts = class_offsets(test), test.counts()
     labels = np.repeat(np.arange(len(counts)), counts)

@@ -87,6 +87,8 @@ class Trainer:
             recover_folder(self.out / "last")  # a kill between the two renames of a checkpoint write
             if not (self.out / "last").is_dir():
                 raise ClipFsarError(f"cannot resume: {self.out}/last does not exist (no checkpoint was saved yet)")
+            if self.rank == 0:  # the paths it continues with (the folder or the data may have moved)
+                write_json_atomic(self.out / "config.json", to_dict(self.cfg))
             return
         # a folder holding only config.json is a run that failed before its first step (bad data): not taken
         taken = self.out.exists() and any(p.name != "config.json" for p in self.out.iterdir())
@@ -297,15 +299,17 @@ def resumed_config(out: Path, data: Optional[Path] = None) -> TrainConfig:
     """The config saved in a run folder (what ``--resume`` continues), continuing *this* folder.
 
     ``out`` replaces the saved run folder (the run may have moved, or be named from another directory); ``data``,
-    when given, replaces the saved data folder (the data moved).
+    when given, replaces the saved data folder (the data moved). Both are made absolute; the resumed run rewrites
+    its config.json with them, so the next ``--resume`` needs no ``--data``.
 
     Raises:
-        ClipFsarError: no readable config.json; the saved data folder is a relative path that does not exist from
-            here (runs saved before paths were stored absolute) and no ``data`` was given.
+        ClipFsarError: no readable config.json; the saved data folder is not found from here (moved, or a relative
+            path saved by an older version) and no ``data`` was given.
     """
     import dataclasses
     cfg = from_dict(TrainConfig, read_json(Path(out) / "config.json", "run config"), f"{out}/config.json")
-    if data is None and not Path(cfg.data).is_absolute() and not Path(cfg.data).exists():
-        raise ClipFsarError(f"cannot resume {out}: its data folder '{cfg.data}' was saved relative to where training "
-                            f"started and is not found from here; pass --data")
-    return dataclasses.replace(cfg, out=str(out), data=str(data) if data is not None else cfg.data)
+    if data is None and not Path(cfg.data).exists():
+        raise ClipFsarError(f"cannot resume {out}: its data folder '{cfg.data}' is not found from here (moved? a "
+                            f"relative path is read from the current directory); pass --data")
+    return dataclasses.replace(cfg, out=str(Path(out).absolute()),
+                               data=str(Path(data).absolute()) if data is not None else cfg.data)

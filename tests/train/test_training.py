@@ -43,7 +43,8 @@ def test_resume_continues_the_folder_given_from_any_directory(synth_data, tmp_pa
     assert json.loads((tmp_path / "moved" / "last" / "trainer_state.json").read_text())["step"] == 4
     assert not (tmp_path / "a").exists()  # nothing written where the run used to be
     cfg = json.loads((tmp_path / "moved" / "config.json").read_text())
-    cfg["data"] = "relative/data"  # as runs saved before paths were stored absolute
+    assert cfg["out"] == str(tmp_path / "moved")  # rewritten with the paths it continued with
+    cfg["data"] = "relative/data"  # as runs saved before paths were stored absolute, or data that moved
     (tmp_path / "moved" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ClipFsarError, match="pass --data"):
         resumed_config(tmp_path / "moved")
