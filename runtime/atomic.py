@@ -13,8 +13,11 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def staged_file(path: Path, mode: int = 0o644) -> Iterator[Path]:
+def staged_file(path: Path, mode: int = 0o644, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
+
+    ``fsync``: flush the written file to disk before the rename makes it visible (files a crash must never leave
+    half-written under their real name: manifests, stores, configs).
 
     Example:
         >>> with staged_file(Path("store.safetensors")) as tmp:
@@ -26,6 +29,9 @@ def staged_file(path: Path, mode: int = 0o644) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

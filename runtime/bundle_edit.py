@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 from .atomic import staged_file
 from .bundle import MANIFEST, PRECISIONS, SCHEMA_VERSION, VARIANTS_DIR, Bundle, Manifest, sha256_of
 from .errors import BundleError
+from .jsonconfig import write_json_atomic
 from .store import PrototypeStore
 
 
@@ -149,11 +150,7 @@ def _acquire(fd: int, root: Path, timeout: float) -> None:
 
 def _write_manifest(root: Path, data: Dict[str, Any]) -> None:
     Manifest.from_json(data, f"{root / MANIFEST} (new)")  # never write a manifest this runtime cannot read
-    with staged_file(root / MANIFEST) as tmp:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(data, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    write_json_atomic(root / MANIFEST, data)
 
 
 def replace_store(root: Path, change: Callable[[PrototypeStore], PrototypeStore], timeout: float = 30.0) -> Bundle:
@@ -263,10 +260,8 @@ def set_cohort(root: Path, features, info: Dict[str, Any], calibration: Optional
             raise BundleError(f"bundle {root}: cohort features {list(feats.shape)} must be finite "
                               f"[M >= 2, {facts.frames}, {facts.embed_dim}]")
         def save(path: Path) -> None:  # staged: mode 0644 like every bundle file, fsynced before the rename
-            with staged_file(path) as tmp:
+            with staged_file(path, fsync=True) as tmp:
                 save_file({"features": feats}, str(tmp))
-                with open(tmp, "rb+") as f:
-                    os.fsync(f.fileno())
 
         rel, digest = _write_hashed(root, COHORT_PREFIX, save)
         data = json.loads((root / MANIFEST).read_text())

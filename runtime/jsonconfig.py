@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Type, TypeVar
 
@@ -43,12 +42,10 @@ def to_dict(obj: Any) -> Dict[str, Any]:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` via a temporary file and a rename (never half-written)."""
-    with staged_file(Path(path)) as tmp:
+    with staged_file(Path(path), fsync=True) as tmp:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def read_json(path: Path, what: str) -> Any:

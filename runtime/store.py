@@ -5,7 +5,6 @@ Part of the bundle format (runtime/bundle.py opens it; runtime/bundle_edit.py re
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
@@ -58,10 +57,8 @@ class PrototypeStore:
                    "shots": np.ascontiguousarray(self.shots, np.int32)}
         if self.support_features is not None:
             tensors["support_features"] = np.ascontiguousarray(self.support_features, np.float32)
-        with staged_file(Path(path)) as tmp:
+        with staged_file(Path(path), fsync=True) as tmp:  # on disk before the rename makes it visible
             save_file(tensors, str(tmp), metadata={"class_names": json.dumps(list(self.class_names))})
-            with open(tmp, "rb+") as f:  # on disk before the rename makes it visible
-                os.fsync(f.fileno())
 
     @staticmethod
     def load(path: Path) -> "PrototypeStore":
