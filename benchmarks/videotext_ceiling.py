@@ -114,33 +114,32 @@ def loo_centroid_scores(v, labels: np.ndarray, classes: int):
     return torch.einsum("bd,bcd->bc", v, cent)
 
 
-def episode_accuracy(scores: np.ndarray, offsets: np.ndarray, eps) -> Dict[str, float]:
-    """Accuracy (% and 95 % CI) of per-clip (B, C) scores over episodes, each query's argmax over its episode's
-    classes only."""
+def _accuracy(eps, offsets: np.ndarray, class_scores) -> Dict[str, float]:
+    """Accuracy (% and 95 % CI) over episodes: ``class_scores(ep, q)`` gives the (N*Q, N) scores of the episode's
+    query clips ``q`` (rows into the split, class-major, as ``clipfsar eval``) against its N classes."""
     from clipfsar.train.episodes import Accuracy
     per = []
     for ep in eps:
-        q = (offsets[ep.classes][:, None] + ep.query).reshape(-1)  # (N*Q,) clip rows, class-major
-        s = scores[q][:, ep.classes]  # (N*Q, N)
+        q = (offsets[ep.classes][:, None] + ep.query).reshape(-1)  # (N*Q,)
         labels = np.repeat(np.arange(len(ep.classes)), ep.query.shape[1])
-        per.append(float((s.argmax(1) == labels).mean()))
+        per.append(float((class_scores(ep, q).argmax(1) == labels).mean()))
     a = Accuracy.of(per)
     return {"accuracy": round(a.accuracy, 2), "ci95": round(a.ci95, 2)}
+
+
+def episode_accuracy(scores: np.ndarray, offsets: np.ndarray, eps) -> Dict[str, float]:
+    """Per-clip (B, C) scores, each query's argmax taken over its episode's classes only."""
+    return _accuracy(eps, offsets, lambda ep, q: scores[q][:, ep.classes])
 
 
 def centroid_accuracy(v, offsets: np.ndarray, eps) -> Dict[str, float]:
     """Nearest centroid of the K support clips' pooled features, per episode."""
-    from clipfsar.train.episodes import Accuracy
-    per = []
     vn = v.numpy()
-    for ep in eps:
+
+    def scores(ep, q):
         sup = vn[offsets[ep.classes][:, None] + ep.support].mean(1)  # (N, D)
-        sup /= np.linalg.norm(sup, axis=1, keepdims=True)
-        q = (offsets[ep.classes][:, None] + ep.query).reshape(-1)
-        labels = np.repeat(np.arange(len(ep.classes)), ep.query.shape[1])
-        per.append(float(((vn[q] @ sup.T).argmax(1) == labels).mean()))
-    a = Accuracy.of(per)
-    return {"accuracy": round(a.accuracy, 2), "ci95": round(a.ci95, 2)}
+        return vn[q] @ (sup / np.linalg.norm(sup, axis=1, keepdims=True)).T
+    return _accuracy(eps, offsets, scores)
 
 
 def factor_probes(v_train, train_names: Sequence[str], v_test, test_names: Sequence[str]) -> Dict[str, float]:
