@@ -35,22 +35,14 @@ import numpy as np
 SHOTS = (1, 5)
 
 
-def demo_config(data: Path, run: Path, init: str, seed: int, steps: int, alpha: float, text_token: bool):
-    """The ``TrainConfig`` ``clipfsar demo`` builds (clipfsar/demo.py, step 3/6), with the ablation switch."""
-    from clipfsar.train.config import TrainConfig
-    model = {} if text_token else {"text_in_prototype": False}
-    return TrainConfig(data=str(data), out=str(run), arch="tiny", weights=init, steps=steps, seed=seed, lr=1e-3,
-                       warmup_steps=10, warmup_lr=1e-5, schedule="cosine", alpha=alpha, query=3,
-                       episodes_per_step=4, val_every=max(1, steps // 4), val_episodes=300, model=model)
-
-
 def train(out: Path, data: Path, seed: int, steps: int, alpha: float, text_token: bool) -> dict:
-    from clipfsar.demo import _fresh_image_tower
+    from clipfsar.demo import _fresh_image_tower, train_config
     from clipfsar.train.loop import Trainer
     run = out / f"seed{seed}_alpha{alpha:g}_steps{steps}_{'text' if text_token else 'notext'}"
     init = _fresh_image_tower("synth", out / f"init_seed{seed}.safetensors", seed)
     t = time.perf_counter()
-    Trainer(demo_config(data, run, init, seed, steps, alpha, text_token)).run()
+    ablation = {} if text_token else {"text_in_prototype": False}
+    Trainer(train_config(data, run, init, seed, steps, alpha, **ablation)).run()
     return {"run": str(run), "train_seconds": round(time.perf_counter() - t, 1)}
 
 

@@ -37,6 +37,19 @@ def _fresh_image_tower(weights: str, path: Path, seed: int) -> str:
     return str(path)
 
 
+def train_config(data: Path, run: Path, init, seed: int, steps: int, alpha: float = ALPHA, **model):
+    """The demo's training run (step 3/6): tiny model from ``init``, 4 episodes of 5-way 1-shot per step, lr 1e-3
+    cosine; ``model`` overrides ModelConfig fields (``text_in_prototype=False``: the paper's ablation).
+
+    Example:
+        >>> Trainer(train_config(Path("data"), Path("run"), "init.safetensors", seed=0, steps=900)).run()
+    """
+    from clipfsar.train.config import TrainConfig
+    return TrainConfig(data=str(data), out=str(run), arch="tiny", weights=init, steps=steps, seed=seed, lr=1e-3,
+                       warmup_steps=10, warmup_lr=1e-5, schedule="cosine", alpha=alpha, query=3, episodes_per_step=4,
+                       val_every=max(1, steps // 4), val_episodes=300, model=model)
+
+
 @click.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True)
 @click.option("--steps", default=900, show_default=True, help="Training steps (4 episodes each).")
@@ -50,7 +63,6 @@ def demo(out: Path, steps: int, episodes: int, weights: str, seed: int, fresh: b
     from clipfsar.export.bundle_export import export_bundle
     from clipfsar.runtime import Classifier
     from clipfsar.runtime.jsonconfig import write_json_atomic
-    from clipfsar.train.config import TrainConfig
     from clipfsar.train.evaluate import evaluate_checkpoint
     from clipfsar.train.loop import Trainer
     from clipfsar.train.synth import make_dataset, render_clip, write_video
@@ -88,10 +100,7 @@ def demo(out: Path, steps: int, episodes: int, weights: str, seed: int, fresh: b
     # The prior's image tower saw mean-pooled frames (blind to motion direction): a fresh image tower learns motion
     # from the episodes while the video-text loss aligns it to the frozen pretrained text space (README, 'Pretraining').
     init = _fresh_image_tower(weights, out / "init.safetensors", seed) if weights else None
-    cfg = TrainConfig(data=str(data), out=str(run), arch="tiny", weights=init, steps=steps, seed=seed, lr=1e-3,
-                      warmup_steps=10, warmup_lr=1e-5, schedule="cosine", alpha=ALPHA, query=3, episodes_per_step=4,
-                      val_every=max(1, steps // 4), val_episodes=300)
-    Trainer(cfg).run()
+    Trainer(train_config(data, run, init, seed, steps)).run()
     summary["train_seconds"] = round(time.perf_counter() - t, 1)
     click.echo(f"run folder {run} ({time.perf_counter() - t:.0f} s)")
 
