@@ -54,6 +54,8 @@ def read_json(path: Path, what: str) -> Any:
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8-sig"))  # a byte-order mark (Windows editors) is fine
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {path} is not UTF-8 text: {e}") from e
     except json.JSONDecodeError as e:
         raise ConfigError(f"{what} {path} is not valid JSON: {e}") from e

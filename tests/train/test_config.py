@@ -47,3 +47,16 @@ def test_cli_config_file_with_unknown_key(tmp_path, synth_data):
                         str(tmp_path / "run"), "--config", str(cfg)], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown key 'learning_rate'" in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_json_files_with_a_byte_order_mark_read_and_non_utf8_refused(tmp_path):
+    """User JSON (a --config written by a Windows editor) with a BOM reads; one in another encoding is a clear
+    ConfigError naming the file, not a traceback."""
+    from clipfsar.runtime.jsonconfig import read_json
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"steps": 3}).encode())
+    assert read_json(bom, "training config") == {"steps": 3}
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"steps": 3, "note": "caf\xe9"}')
+    with pytest.raises(ConfigError, match=r"training config .*latin.json is not UTF-8 text"):
+        read_json(latin, "training config")
