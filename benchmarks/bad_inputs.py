@@ -242,10 +242,10 @@ def cases(w: Work) -> List[dict]:
 
 def api_cases(w: Work) -> List[dict]:
     """Library calls with bad input: a ClipFsarError (the CLI's 'error:') or a refusal, never a raw exception."""
-    from clipfsar.runtime.bundle import Bundle, PrototypeStore
-    from clipfsar.runtime.classifier import Classifier
-    from clipfsar.runtime.live import LiveSource
-    from clipfsar.runtime.sources import open_source
+    from clipfsar.runtime.bundle.reader import Bundle, PrototypeStore
+    from clipfsar.runtime.classify.classifier import Classifier
+    from clipfsar.runtime.video.live import LiveSource
+    from clipfsar.runtime.video.sources import open_source
 
     class Dead:
         def isOpened(self):
@@ -281,7 +281,7 @@ def run_case(case, w: Work) -> dict:
 
 
 def run_api_case(case) -> dict:
-    from clipfsar.runtime.errors import ClipFsarError
+    from clipfsar.runtime.base.errors import ClipFsarError
     t0 = time.perf_counter()
     try:
         case["call"]()

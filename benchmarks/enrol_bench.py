@@ -7,7 +7,7 @@
 2. Open-set quality (few-shot open-set protocol after Berti et al. 2026): seeded 5-way 1-shot and 5-shot episodes
    on the test split whose queries are one clip of each episode class plus 5 clips of test classes outside the
    episode; AUROC and OSCR of each candidate rejection score, closed-set accuracy of the calibrated probability
-   and of the paper's fused probability (same argmax when beta = 0). ``znorm`` (runtime/cohort.py) is normalised
+   and of the paper's fused probability (same argmax when beta = 0). ``znorm`` (runtime/teaching/cohort.py) is normalised
    against a cohort of up to 256 train-split clips, as ``clipfsar calibrate-threshold`` builds it.
 
     .venv/bin/python benchmarks/enrol_bench.py --run RUN --data DATA [--episodes 2000] [--archs tiny ViT-B-16]
@@ -26,10 +26,10 @@ from pathlib import Path
 
 
 def enrol_times(bundle: Path, clips, reps: int = 3) -> dict:
-    from clipfsar.runtime.bundle import Bundle
-    from clipfsar.runtime.enroll import Enroller
+    from clipfsar.runtime.bundle.reader import Bundle
+    from clipfsar.runtime.teaching.enroll import Enroller
     out = {}
-    from clipfsar.runtime.classes import remove_class
+    from clipfsar.runtime.teaching.classes import remove_class
     for k in (1, 5):
         if f"bench class k{k}" in Bundle.open(bundle, check_hashes=False).store.class_names:  # a --keep rerun
             remove_class(bundle, f"bench class k{k}")
@@ -62,10 +62,10 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="Reuse full-size bundles already in --out (no re-export).")
     a = ap.parse_args()
     from clipfsar.export.bundle_export import export_bundle
-    from clipfsar.runtime.bundle import Bundle
-    from clipfsar.runtime.calibration import softmax
-    from clipfsar.runtime.cohort import MAX_COHORT_CLIPS, sample_cohort
-    from clipfsar.runtime.openset import encode_split, open_set_metrics, run_episodes
+    from clipfsar.runtime.bundle.reader import Bundle
+    from clipfsar.runtime.teaching.calibration import softmax
+    from clipfsar.runtime.teaching.cohort import MAX_COHORT_CLIPS, sample_cohort
+    from clipfsar.runtime.teaching.openset import encode_split, open_set_metrics, run_episodes
 
     if not a.keep:
         shutil.rmtree(a.out, ignore_errors=True)

@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench_out/export"))
     a = ap.parse_args()
     from clipfsar.export.bundle_export import export_bundle
-    from clipfsar.runtime.engines import OnnxGraph
+    from clipfsar.runtime.engines.backends import OnnxGraph
     from clipfsar.train import create_model_and_transforms, save_checkpoint
     from clipfsar.train.synth import make_dataset
 

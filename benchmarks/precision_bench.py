@@ -37,7 +37,7 @@ def _cos(a, b):
 def _frames(root: Path, prep, n_clips: int, seed: int):
     """Frames of synthetic clips through the runtime's sampling and preprocessing: (n_clips * 8, 3, S, S)."""
     from clipfsar.calib.data import collect_frames
-    from clipfsar.runtime.bundle import ModelFacts
+    from clipfsar.runtime.bundle.reader import ModelFacts
     facts = ModelFacts("bench", 0, 8, prep.image_size, prep.resize_short, tuple(prep.mean), tuple(prep.std), "{}",
                        0.1, 0.9, 1.0, 2.0, 77)
     sets = collect_frames(root, facts, frames=8 * n_clips, holdout=16, seed=seed)
@@ -49,7 +49,7 @@ def encoder_rows(arch: str, out: Path, clips: Path, runs: int):
     from clipfsar.calib.int8 import quantize_dynamic_graph, quantize_static_graph
     from clipfsar.export.graphs import ImageEncoder
     from clipfsar.export.onnx_export import export_graph
-    from clipfsar.runtime.engines import OnnxGraph
+    from clipfsar.runtime.engines.backends import OnnxGraph
     from clipfsar.train import create_model_and_transforms
 
     torch.manual_seed(0)

@@ -57,7 +57,7 @@ def worker_local(bundle: str, video: str, go: str, backend: str = "cpu") -> None
     """One separate process (`clipfsar run` equivalent, local or ``--server``): loads, says so, waits for ``go`` to
     exist, streams, prints its JSON result."""
     from clipfsar.runtime import Classifier
-    from clipfsar.runtime.threads import streaming_threads
+    from clipfsar.runtime.base.threads import streaming_threads
     clf = Classifier.load(bundle, backend=backend, threads=streaming_threads(None), spinning=False)
     print("loaded", flush=True)
     while not os.path.exists(go):
@@ -97,7 +97,7 @@ def run_local(bundle, video, s, backend="cpu", mode="separate local processes"):
 
 def run_many(bundle, video, s):
     from clipfsar.runtime import Classifier
-    from clipfsar.runtime.threads import streaming_threads
+    from clipfsar.runtime.base.threads import streaming_threads
     clf = Classifier.load(bundle, backend="cpu", threads=streaming_threads(None), spinning=False)
     read_at, lat, n = {}, [], 0
     t0 = time.time()
@@ -135,7 +135,7 @@ class Server:
         self.url = f"grpc://127.0.0.1:{self.grpc}"
 
     def batches(self):
-        from clipfsar.runtime.triton_client import TritonConnection
+        from clipfsar.runtime.engines.triton_client import TritonConnection
         c = TritonConnection(self.url)
         stats = c.statistics("image_encoder")["model_stats"][0].get("batch_stats", [])
         c.close()
@@ -195,7 +195,7 @@ def main() -> None:
                     help="server clients as separate processes (like cameras on other boxes) instead of threads")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    from clipfsar.runtime.bundle import Bundle
+    from clipfsar.runtime.bundle.reader import Bundle
     facts = Bundle.open(Path(a.bundle)).manifest.model
     video = str(make_video(Path(tempfile.mkdtemp()) / "demo.mp4", a.seconds, max(64, facts.resize_short)))
     rows = []

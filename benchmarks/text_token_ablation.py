@@ -63,7 +63,7 @@ def spread(run: Path, data: Path, episodes: int, shot: int, beta: float = 0.9) -
     from clipfsar.train.data import load_split
     from clipfsar.train.episodes import episodes as make_episodes
     from clipfsar.train.features import ClipLoader, all_clips, class_offsets, encode_clips
-    from clipfsar.train.loop import best_checkpoint
+    from clipfsar.train.checkpoint import best_checkpoint
 
     model, prep, _ = load_checkpoint(best_checkpoint(run))
     model.eval()

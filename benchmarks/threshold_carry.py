@@ -19,7 +19,7 @@ import numpy as np
 
 def false_accepts(bundle: Path, unknown_by_class) -> str:
     from clipfsar.runtime import Classifier
-    from clipfsar.runtime.video import read_clip
+    from clipfsar.runtime.video.clips import read_clip
     clf = Classifier.load(bundle, backend="cpu")
     clips = [p for c, ps in unknown_by_class.items() if c not in clf.class_names for p in ps]
     feats = np.stack([clf.encode(read_clip(p, clf.facts.frames)) for p in clips])
@@ -38,9 +38,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     from clipfsar.runtime import Classifier
-    from clipfsar.runtime.bundle import Bundle
-    from clipfsar.runtime.bundle_edit import set_cohort
-    from clipfsar.runtime.openset import make_cohort, read_split
+    from clipfsar.runtime.bundle.reader import Bundle
+    from clipfsar.runtime.bundle.edit import set_cohort
+    from clipfsar.runtime.teaching.openset import make_cohort, read_split
     if Bundle.open(a.bundle).manifest.calibration.get("threshold", {}).get("score") != "znorm":
         raise SystemExit(f"{a.bundle}: run `clipfsar calibrate-threshold` first (a znorm threshold is needed)")
     out = a.out or Path(tempfile.mkdtemp(prefix="threshold_carry_"))

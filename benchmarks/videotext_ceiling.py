@@ -190,7 +190,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # open_clip's "initialized randomly" before a checkpoint loads
         handler.addFilter(lambda r: "open_clip" not in r.pathname or r.levelno >= logging.ERROR)
-    from clipfsar.runtime.errors import ClipFsarError
+    from clipfsar.runtime.base.errors import ClipFsarError
     try:
         return measure(args, betas)
     except ClipFsarError as e:
@@ -211,7 +211,7 @@ def measure(args, betas: Sequence[float]) -> dict:
     torch.manual_seed(args.seed)
     if args.run is not None:
         from clipfsar.train.checkpoint import load_checkpoint
-        from clipfsar.train.loop import best_checkpoint
+        from clipfsar.train.checkpoint import best_checkpoint
         model, prep, _ = load_checkpoint(best_checkpoint(args.run))
         source = str(args.run)
     else:

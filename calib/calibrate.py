@@ -20,10 +20,10 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from clipfsar.runtime.bundle import Bundle
-from clipfsar.runtime.bundle_edit import NewVariant, add_variants
-from clipfsar.runtime.engines import OnnxGraph
-from clipfsar.runtime.errors import ClipFsarError
+from clipfsar.runtime.bundle.reader import Bundle
+from clipfsar.runtime.bundle.edit import NewVariant, add_variants
+from clipfsar.runtime.engines.backends import OnnxGraph
+from clipfsar.runtime.base.errors import ClipFsarError
 
 from .data import collect_frames
 from .fp16 import to_fp16
@@ -39,9 +39,9 @@ def _text_tokens(bundle: Bundle) -> Optional[np.ndarray]:
     prompts = [bundle.manifest.model.prompt.format(n) for n in bundle.store.class_names]
     try:
         if bundle.manifest.tokenizer:
-            from clipfsar.runtime.tokenizer import ClipTokenizer
+            from clipfsar.runtime.teaching.tokenizer import ClipTokenizer
             return ClipTokenizer.from_manifest(bundle.root, bundle.manifest.tokenizer)(prompts)
-        from clipfsar.export.bundle_eval import _tokens
+        from clipfsar.calib.bundle_eval import _tokens
         return _tokens(bundle, list(bundle.store.class_names))
     except Exception as e:  # no tokenizer here: the text encoder's variants are made but not measured
         log.warning("text encoder variants not measured: no tokenizer (%s)", e)
@@ -156,7 +156,7 @@ def calibrate_bundle(bundle_dir: Path, data: Path, precisions: Sequence[str] = (
 
 def _end_to_end(bundle_dir: Path, data: Path, split: str, precisions, report: Dict, way: int, shot: int,
                 episodes: int, seed: int, max_drop: float) -> Dict:
-    from clipfsar.export.bundle_eval import evaluate_bundle
+    from clipfsar.calib.bundle_eval import evaluate_bundle
     runs = {p: evaluate_bundle(bundle_dir, data, split, way, shot, episodes, seed, backend="cpu", precision=p,
                                predictions=True) for p in ("fp32",) + tuple(precisions)}
     ref = np.array(runs["fp32"]["predictions"])

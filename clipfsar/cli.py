@@ -14,18 +14,18 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "archs": ("clipfsar.train.cli", "archs", "List the backbone architectures."),
     "train": ("clipfsar.train.cli", "train", "Train CLIP-FSAR on episodic N-way K-shot tasks."),
     "pretrain": ("clipfsar.train.pretrain_cli", "pretrain", "Contrastive image-text pretraining (captions)."),
-    "eval": ("clipfsar.train.cli", "evaluate", "Evaluate a checkpoint on seeded test episodes."),
+    "eval": ("clipfsar.eval_cli", "evaluate", "Evaluate a checkpoint on seeded test episodes."),
     "calibrate": ("clipfsar.calib.cli", "calibrate", "Add fp16/int8 graph variants to a bundle, with a precision report."),
     "export": ("clipfsar.export.cli", "export", "Export a checkpoint and support clips to a bundle."),
-    "run": ("clipfsar.runtime.cli", "run", "Classify a camera, file or network stream with a bundle."),
-    "bench": ("clipfsar.runtime.cli", "bench", "Per-stage latency and memory of the streaming runtime."),
-    "enroll": ("clipfsar.runtime.enroll_cli", "enroll", "Enrol a class from a few clips or its name (torch-free)."),
-    "classes": ("clipfsar.runtime.enroll_cli", "classes", "List, remove or rename a bundle's classes."),
-    "calibrate-threshold": ("clipfsar.runtime.enroll_cli", "calibrate_threshold",
+    "run": ("clipfsar.runtime.cli.run", "run", "Classify a camera, file or network stream with a bundle."),
+    "bench": ("clipfsar.runtime.cli.run", "bench", "Per-stage latency and memory of the streaming runtime."),
+    "enroll": ("clipfsar.runtime.cli.enroll", "enroll", "Enrol a class from a few clips or its name (torch-free)."),
+    "classes": ("clipfsar.runtime.cli.enroll", "classes", "List, remove or rename a bundle's classes."),
+    "calibrate-threshold": ("clipfsar.runtime.cli.enroll", "calibrate_threshold",
                             "Fit the 'unknown' threshold at a false-accept rate."),
-    "engine": ("clipfsar.runtime.trt_cli", "engine", "Build TensorRT engines on this GPU (cached per device)."),
+    "engine": ("clipfsar.runtime.cli.engine", "engine", "Build TensorRT engines on this GPU (cached per device)."),
     "demo": ("clipfsar.demo", "demo", "Run the whole chain on synthetic data (the README's main job)."),
-    "serve": ("clipfsar.runtime.serve_cli", "serve", "Serve a bundle from NVIDIA Triton (PyTriton), batching clients."),
+    "serve": ("clipfsar.runtime.cli.serve", "serve", "Serve a bundle from NVIDIA Triton (PyTriton), batching clients."),
     "export-triton": ("clipfsar.export.triton_cli", "export_triton",
                       "Write a Triton model repository (stock tritonserver, DeepStream nvinferserver)."),
 }
@@ -68,7 +68,7 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("onnx_ir", "onnxscript"):  # the ONNX optimizer logs every pass at INFO
         logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
-    from clipfsar.runtime.redact import RedactingFilter
+    from clipfsar.runtime.base.redact import RedactingFilter
     for handler in logging.getLogger().handlers:  # no password of a stream URL reaches a log
         handler.addFilter(RedactingFilter())
     if not verbose:  # open_clip logs through the root logger at every model build ("initialized randomly")
@@ -77,11 +77,11 @@ def cli(verbose: bool) -> None:
 
 
 def main() -> None:
-    from clipfsar.runtime.errors import ClipFsarError
+    from clipfsar.runtime.base.errors import ClipFsarError
     try:
         cli(standalone_mode=False)
     except ClipFsarError as e:
-        from clipfsar.runtime.redact import redact
+        from clipfsar.runtime.base.redact import redact
         click.echo(f"error: {redact(str(e))}", err=True)
         sys.exit(2)
     except ModuleNotFoundError as e:  # a runtime-only install: say how to get the training side

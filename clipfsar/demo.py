@@ -62,7 +62,7 @@ def demo(out: Path, steps: int, episodes: int, weights: str, seed: int, fresh: b
     """Run the whole chain on synthetic data (the README's main job)."""
     from clipfsar.export.bundle_export import export_bundle
     from clipfsar.runtime import Classifier
-    from clipfsar.runtime.jsonconfig import write_json_atomic
+    from clipfsar.runtime.base.jsonconfig import write_json_atomic
     from clipfsar.train.evaluate import evaluate_checkpoint
     from clipfsar.train.loop import Trainer
     from clipfsar.train.synth import make_dataset, render_clip, write_video
@@ -145,7 +145,7 @@ def demo(out: Path, steps: int, episodes: int, weights: str, seed: int, fresh: b
     write_video(out / "stream.mp4", frames, fps=12)
     clf = Classifier.load(bundle, backend="auto")
     click.echo(f"backend: {clf.providers['image_encoder']}")
-    from clipfsar.runtime.annotate import AnnotatedSink
+    from clipfsar.runtime.classify.annotate import AnnotatedSink
     sink = AnnotatedSink(out / "annotated.mp4", False, 12.0)
     correct = total = 0
     with open(out / "decisions.jsonl", "w") as log:

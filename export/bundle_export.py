@@ -11,15 +11,15 @@ import numpy as np
 import torch
 
 import clipfsar
-from clipfsar.runtime.bundle import MANIFEST, Bundle, PrototypeStore, write_bundle
-from clipfsar.runtime.engines import OnnxGraph
-from clipfsar.runtime.errors import ClipFsarError
-from clipfsar.runtime.output_folder import check_output_folder
-from clipfsar.runtime.preprocess import preprocess_frames
-from clipfsar.runtime.video import read_clip, video_fps
+from clipfsar.runtime.bundle.reader import MANIFEST, Bundle, PrototypeStore, write_bundle
+from clipfsar.runtime.engines.backends import OnnxGraph
+from clipfsar.runtime.base.errors import ClipFsarError
+from clipfsar.runtime.base.output_folder import check_output_folder
+from clipfsar.runtime.video.preprocess import preprocess_frames
+from clipfsar.runtime.video.clips import read_clip, video_fps
 from clipfsar.train.checkpoint import load_checkpoint
 from clipfsar.train.episodes import episode_rng
-from clipfsar.train.loop import best_checkpoint
+from clipfsar.train.checkpoint import best_checkpoint
 
 from .onnx_export import PARITY_TOL, export_all
 from .runtime_assets import fit_and_store_calibration, write_tokenizer
@@ -81,7 +81,7 @@ def export_bundle(checkpoint: Path, support_dir: Path, out: Path, shots: int = 1
 
     The bundle also gets the runtime tokenizer file (on-device enrolment) and, when ``val_data`` (default: the
     support folder, if it has ``splits/val.txt``) has a val split, the temperature of the calibrated probabilities
-    fitted on ``val_episodes`` val episodes (runtime/calibration.py).
+    fitted on ``val_episodes`` val episodes (runtime/teaching/calibration.py).
 
     Example:
         >>> export_bundle(Path("runs/a"), Path("support/"), Path("bundle"), shots=5)

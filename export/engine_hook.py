@@ -13,9 +13,9 @@ from typing import Dict, List, Optional
 
 import click
 
-from clipfsar.runtime.errors import ConfigError
-from clipfsar.runtime.trt_profile import ProfileOptions
-from clipfsar.runtime.trt_cli import build_bundle_engines, engine_options, profile_options
+from clipfsar.runtime.base.errors import ConfigError
+from clipfsar.runtime.engines.trt_profile import ProfileOptions
+from clipfsar.runtime.cli.engine import build_bundle_engines, engine_options, profile_options
 
 log = logging.getLogger(__name__)
 OPTION_NAMES = ("max_batch", "max_classes", "max_shots", "opt_batch", "opt_classes", "opt_shots", "workspace_mb",
@@ -52,7 +52,7 @@ def engine_request(build_engines: bool = False, **kw) -> Optional[EngineRequest]
         if given:
             raise ConfigError(f"--{given[0].replace('_', '-')} only applies with --engine")
         return None
-    from clipfsar.runtime.trt_engine import TensorRTUnavailable, trt_usable
+    from clipfsar.runtime.engines.trt_engine import TensorRTUnavailable, trt_usable
     options = profile_options(kw.get("max_batch", 16), kw.get("max_classes", 64), kw.get("max_shots", 8),
                               kw.get("opt_batch"), kw.get("opt_classes"), kw.get("opt_shots"))
     workspace_mb = kw.get("workspace_mb")
@@ -71,8 +71,8 @@ def build_export_engines(bundle_root: Path, request: EngineRequest) -> List[Dict
     A precision TensorRT cannot build (a dynamic-quantization int8 variant) is skipped with a warning: the bundle
     is already written and valid, and the other engines are still built.
     """
-    from clipfsar.runtime.bundle import PRECISIONS, Bundle
-    from clipfsar.runtime.precision import PrecisionUnavailableError
+    from clipfsar.runtime.bundle.reader import PRECISIONS, Bundle
+    from clipfsar.runtime.engines.precision import PrecisionUnavailableError
     bundle = Bundle.open(Path(bundle_root))
     have = {p for g in bundle.manifest.graphs for p in bundle.precisions(g)}
     rows: List[Dict] = []

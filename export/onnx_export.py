@@ -14,7 +14,7 @@ import onnx_ir as ir
 import onnxscript.optimizer
 import torch
 
-from clipfsar.runtime.engines import OnnxGraph
+from clipfsar.runtime.engines.backends import OnnxGraph
 from clipfsar.train.model import CLIPFSAR
 
 from .graphs import IO, ImageEncoder, QueryHead, SupportHead, TextEncoder

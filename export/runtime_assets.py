@@ -5,10 +5,10 @@ import logging
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from clipfsar.runtime.bundle import Bundle
-from clipfsar.runtime.bundle_edit import update_manifest
-from clipfsar.runtime.errors import ClipFsarError
-from clipfsar.runtime.tokenizer import build_tokenizer_json, tokenizer_manifest_entry
+from clipfsar.runtime.bundle.reader import Bundle
+from clipfsar.runtime.bundle.edit import update_manifest
+from clipfsar.runtime.base.errors import ClipFsarError
+from clipfsar.runtime.teaching.tokenizer import build_tokenizer_json, tokenizer_manifest_entry
 
 log = logging.getLogger(__name__)
 TOKENIZER_FILE = "tokenizer.json"
@@ -39,7 +39,7 @@ def fit_and_store_calibration(bundle: Bundle, data: Path, split: str = "val", sh
                               seed: int = 0) -> Optional[Dict]:
     """Fit the temperature (and the zero-shot map) on ``split`` episodes through the bundle's graphs and write it
     into the manifest. Returns the calibration entry, or None (logged) when the split cannot give episodes."""
-    from clipfsar.runtime.openset import encode_split, fit_calibration
+    from clipfsar.runtime.teaching.openset import encode_split, fit_calibration
     if not bundle.manifest.tokenizer:
         return None
     try:

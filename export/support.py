@@ -5,8 +5,8 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from clipfsar.runtime.errors import DatasetError
-from clipfsar.runtime.names import bad_name_characters
+from clipfsar.runtime.base.errors import DatasetError
+from clipfsar.runtime.bundle.names import bad_name_characters
 from clipfsar.train.class_names import mapped_name, warn_id_like
 from clipfsar.train.data import class_folders, display_name, list_clips, scan_clips
 from clipfsar.train.splits import read_lines

@@ -1,7 +1,7 @@
 """The calibrated probabilities of the local runtime as one more output of the exported query head.
 
 ``clipfsar run`` reports ``p = softmax(z)`` with ``z_c = -D_c / tau`` for few-shot classes and ``a cos_c + b`` for
-zero-shot ones (runtime/calibration.py; ``cos`` = cosine of the mean query frame feature and the class's text
+zero-shot ones (runtime/teaching/calibration.py; ``cos`` = cosine of the mean query frame feature and the class's text
 feature); an uncalibrated bundle without zero-shot classes reports the paper's ``probs``. The model repository
 written by ``clipfsar export-triton`` serves the same numbers as ``calibrated_probs`` [N] (the other outputs keep
 the protocol of ``clipfsar serve``), and carries the "unknown" threshold in ``bundle_info`` and the head's config.
@@ -22,7 +22,7 @@ CALIBRATED_OUTPUT = "calibrated_probs"
 def add_calibrated_output(model, text: np.ndarray, shots: np.ndarray, calibration: Dict) -> None:
     """Append nodes computing ``calibrated_probs`` (B, N) from the head's ``query`` (B, T, D) input and its
     ``distances`` (B, N) / ``probs`` (B, N) outputs, in place (``onnx.ModelProto``). ``calibration``: the one the
-    runtime uses (:func:`clipfsar.runtime.calibration.runtime_calibration`); without a temperature the output is
+    runtime uses (:func:`clipfsar.runtime.teaching.calibration.runtime_calibration`); without a temperature the output is
     ``probs`` itself. Float32 throughout (the runtime computes in float64: differences ~1e-7)."""
     from onnx import TensorProto, helper, numpy_helper
     graph = model.graph

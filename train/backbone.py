@@ -9,7 +9,7 @@ from typing import Optional
 import open_clip
 import torch
 
-from clipfsar.runtime.errors import ClipFsarError, ConfigError
+from clipfsar.runtime.base.errors import ClipFsarError, ConfigError
 
 TINY_ARCH = "clipfsar-tiny"
 ARCH_ALIASES = {"tiny": TINY_ARCH}

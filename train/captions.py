@@ -17,8 +17,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from clipfsar.runtime.errors import DatasetError
-from clipfsar.runtime.video import IMAGE_EXTS, is_clip
+from clipfsar.runtime.base.errors import DatasetError
+from clipfsar.runtime.video.clips import IMAGE_EXTS, is_clip
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from clipfsar.runtime.atomic import recover_folder, staged_folder
-from clipfsar.runtime.errors import CheckpointError, ConfigError
-from clipfsar.runtime.jsonconfig import from_dict, read_json, to_dict, write_json_atomic
-from clipfsar.runtime.preprocess import PreprocessConfig
+from clipfsar.runtime.base.atomic import recover_folder, staged_folder
+from clipfsar.runtime.base.errors import CheckpointError, ConfigError
+from clipfsar.runtime.base.jsonconfig import from_dict, read_json, to_dict, write_json_atomic
+from clipfsar.runtime.video.preprocess import PreprocessConfig
 
 from .model import CLIPFSAR, LEGACY_COSINE, ModelConfig
 
@@ -109,3 +109,14 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> Tuple[CLIPFSAR, Pr
         raise CheckpointError(f"checkpoint {path}: weights do not match the config: {e}") from e
     model.cfg = cfg
     return model.eval(), prep, meta
+
+
+def best_checkpoint(run: Path) -> Path:
+    """A run folder's best checkpoint (``best/``, else ``last/``), or the folder itself if it is a checkpoint."""
+    run = Path(run)
+    if (run / "model.safetensors").is_file():
+        return run
+    for name in ("best", "last"):
+        if (run / name / "model.safetensors").is_file():
+            return run / name
+    raise CheckpointError(f"{run} is neither a checkpoint folder nor a run folder with best/ or last/")

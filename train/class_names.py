@@ -20,8 +20,8 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from clipfsar.runtime.errors import ClipFsarError, DatasetError
-from clipfsar.runtime.names import bad_name_characters
+from clipfsar.runtime.base.errors import ClipFsarError, DatasetError
+from clipfsar.runtime.bundle.names import bad_name_characters
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from clipfsar.runtime.errors import ConfigError
+from clipfsar.runtime.base.errors import ConfigError
 
 
 @dataclass

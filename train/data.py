@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from clipfsar.runtime.errors import DatasetError, VideoError
-from clipfsar.runtime.video import VIDEO_EXTS, is_clip, natural_key, natural_sorted, scan_clip
+from clipfsar.runtime.base.errors import DatasetError, VideoError
+from clipfsar.runtime.video.clips import VIDEO_EXTS, is_clip, natural_key, natural_sorted, scan_clip
 
 from .class_names import mapped_name, warn_id_like
 from .splits import group_entries, parse_split

@@ -7,7 +7,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from clipfsar.runtime.errors import DatasetError
+from clipfsar.runtime.base.errors import DatasetError
 
 BRANCHES = ("fewshot", "videotext", "fusion")
 

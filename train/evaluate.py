@@ -67,7 +67,7 @@ def evaluate_checkpoint(checkpoint, data, split: str = "test", way: int = 5, sho
     from .checkpoint import load_checkpoint
     from .data import load_split
     from .features import ClipLoader, all_clips, class_offsets, encode_clips
-    from .loop import best_checkpoint
+    from .checkpoint import best_checkpoint
 
     ckpt = best_checkpoint(Path(checkpoint))
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -77,7 +77,7 @@ def evaluate_checkpoint(checkpoint, data, split: str = "test", way: int = 5, sho
     model.to(device)
     clipset = load_split(Path(data), split, min_clips=shot + 1, class_map=class_map)
     if len(clipset.classes) < way:
-        from clipfsar.runtime.errors import DatasetError
+        from clipfsar.runtime.base.errors import DatasetError
         raise DatasetError(f"split '{split}' has {len(clipset.classes)} classes; {way}-way needs {way}")
     beta = 0.9 if beta is None else beta
     loader = ClipLoader(prep, model.cfg.frames)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-from clipfsar.runtime.preprocess import PreprocessConfig
+from clipfsar.runtime.video.preprocess import PreprocessConfig
 
 from .backbone import create_clip
 from .model import CLIPFSAR, ModelConfig

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from clipfsar.runtime.atomic import staged_file
-from clipfsar.runtime.preprocess import PreprocessConfig, preprocess_frames
-from clipfsar.runtime.video import read_clip
+from clipfsar.runtime.base.atomic import staged_file
+from clipfsar.runtime.video.preprocess import PreprocessConfig, preprocess_frames
+from clipfsar.runtime.video.clips import read_clip
 
 from .data import ClipSet
 from .episodes import episode_rng

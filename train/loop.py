@@ -18,9 +18,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from clipfsar.runtime.atomic import recover_folder
-from clipfsar.runtime.errors import ClipFsarError, ConfigError
-from clipfsar.runtime.jsonconfig import from_dict, read_json, to_dict, write_json_atomic
+from clipfsar.runtime.base.atomic import recover_folder
+from clipfsar.runtime.base.errors import ClipFsarError, ConfigError
+from clipfsar.runtime.base.jsonconfig import from_dict, read_json, to_dict, write_json_atomic
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -282,17 +282,6 @@ class Trainer:
                 dist.barrier()
                 dist.destroy_process_group()
         return self.out
-
-
-def best_checkpoint(run: Path) -> Path:
-    """A run folder's best checkpoint (``best/``, else ``last/``), or the folder itself if it is a checkpoint."""
-    run = Path(run)
-    if (run / "model.safetensors").is_file():
-        return run
-    for name in ("best", "last"):
-        if (run / name / "model.safetensors").is_file():
-            return run / name
-    raise ClipFsarError(f"{run} is neither a checkpoint folder nor a run folder with best/ or last/")
 
 
 def resumed_config(out: Path, data: Optional[Path] = None) -> TrainConfig:

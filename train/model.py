@@ -52,7 +52,7 @@ class ModelConfig:
     cos_mode: str = "product"
 
     def __post_init__(self) -> None:
-        from clipfsar.runtime.errors import ConfigError
+        from clipfsar.runtime.base.errors import ConfigError
         if self.cos_mode not in COS_MODES:
             raise ConfigError(f"cos_mode must be one of {', '.join(COS_MODES)}, got '{self.cos_mode}'")
         if not 0.0 <= self.cos_eps < 1.0:

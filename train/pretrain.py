@@ -26,10 +26,10 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from clipfsar.runtime.atomic import staged_file
-from clipfsar.runtime.errors import ClipFsarError, ConfigError, VideoError
-from clipfsar.runtime.preprocess import PreprocessConfig, normalize, resize_and_crop
-from clipfsar.runtime.video import count_frames, read_frames, sample_indices
+from clipfsar.runtime.base.atomic import staged_file
+from clipfsar.runtime.base.errors import ClipFsarError, ConfigError, VideoError
+from clipfsar.runtime.video.preprocess import PreprocessConfig, normalize, resize_and_crop
+from clipfsar.runtime.video.clips import count_frames, read_frames, sample_indices
 
 from .captions import CAPTIONS_FILE, group_by_clip, is_image, read_captions, split_clip_filter
 

@@ -11,8 +11,8 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
-from clipfsar.runtime.errors import ClipFsarError
-from clipfsar.runtime.video import fourcc_for
+from clipfsar.runtime.base.errors import ClipFsarError
+from clipfsar.runtime.video.clips import fourcc_for
 
 from .captions import CAPTIONS_FILE, synth_captions
 

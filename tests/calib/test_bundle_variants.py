@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from clipfsar.runtime.bundle import SCHEMA_VERSION, Bundle, NewVariant, add_variants
-from clipfsar.runtime.errors import BundleError
+from clipfsar.runtime.bundle.edit import NewVariant, add_variants
+from clipfsar.runtime.bundle.reader import SCHEMA_VERSION, Bundle
+from clipfsar.runtime.base.errors import BundleError
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_bad_input_leaves_bundle_unchanged(tmp_path, bundle_copy):
 _KILL_SCRIPT = """
 import contextlib, os, sys
 from pathlib import Path
-import clipfsar.runtime.bundle_edit as B
+import clipfsar.runtime.bundle.edit as B
 real = B.staged_file
 @contextlib.contextmanager
 def dying(path, *a, **k):

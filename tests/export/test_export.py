@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 import pytest
 
-from clipfsar.export.bundle_eval import evaluate_bundle
+from clipfsar.calib.bundle_eval import evaluate_bundle
 from clipfsar.export.trt_lint import lint
-from clipfsar.runtime.bundle import Bundle
-from clipfsar.runtime.engines import OnnxGraph
-from clipfsar.runtime.errors import ClipFsarError, DatasetError
+from clipfsar.runtime.bundle.reader import Bundle
+from clipfsar.runtime.engines.backends import OnnxGraph
+from clipfsar.runtime.base.errors import ClipFsarError, DatasetError
 from clipfsar.train.evaluate import evaluate_checkpoint
 
 CLI = [sys.executable, "-m", "clipfsar"]
@@ -78,7 +78,7 @@ def test_eval_through_bundle_equals_checkpoint(tiny_bundle, tiny_checkpoint, syn
 
 def test_bad_checkpoint_and_support(tmp_path, tiny_checkpoint, synth_data):
     from clipfsar.export.bundle_export import export_bundle
-    from clipfsar.runtime.errors import CheckpointError
+    from clipfsar.runtime.base.errors import CheckpointError
     broken = tmp_path / "ck"
     shutil.copytree(tiny_checkpoint, broken)
     (broken / "model.safetensors").write_bytes(b"garbage")

@@ -35,8 +35,8 @@ def external_bundle(tiny_checkpoint, tmp_path_factory):
 
 def test_forced_external_data_bundle_opens_and_runs(external_bundle, tmp_path):
     from clipfsar.runtime import Classifier
-    from clipfsar.runtime.bundle import Bundle, sha256_of
-    from clipfsar.runtime.sources import FileSource
+    from clipfsar.runtime.bundle.reader import Bundle, sha256_of
+    from clipfsar.runtime.video.sources import FileSource
     b = Bundle.open(external_bundle)
     for name, g in b.manifest.graphs.items():
         assert [d["file"] for d in g.data] == [f"{name}.onnx.data"]
@@ -54,8 +54,8 @@ def test_forced_external_data_bundle_opens_and_runs(external_bundle, tmp_path):
                                                      "its sha256"),
                                           ("remove", "external data file image_encoder.onnx.data is missing")])
 def test_external_data_is_checked_by_hash(external_bundle, tmp_path, damage, error):
-    from clipfsar.runtime.bundle import Bundle
-    from clipfsar.runtime.errors import BundleError
+    from clipfsar.runtime.bundle.reader import Bundle
+    from clipfsar.runtime.base.errors import BundleError
     copy = tmp_path / "b"
     shutil.copytree(external_bundle, copy)
     data = copy / "image_encoder.onnx.data"
@@ -70,8 +70,8 @@ def test_external_data_is_checked_by_hash(external_bundle, tmp_path, damage, err
 
 
 def test_manifest_paths_of_external_data_stay_inside(external_bundle, tmp_path):
-    from clipfsar.runtime.bundle import Bundle
-    from clipfsar.runtime.errors import BundleError
+    from clipfsar.runtime.bundle.reader import Bundle
+    from clipfsar.runtime.base.errors import BundleError
     copy = tmp_path / "b"
     shutil.copytree(external_bundle, copy)
     m = json.loads((copy / "manifest.json").read_text())
@@ -106,7 +106,7 @@ def test_vit_h_14_exports_with_external_data(tmp_path):
     import torch
 
     from clipfsar.export.bundle_export import export_bundle
-    from clipfsar.runtime.bundle import Bundle
+    from clipfsar.runtime.bundle.reader import Bundle
     from clipfsar.train import create_model_and_transforms, save_checkpoint
     torch.manual_seed(0)
     model, prep = create_model_and_transforms("ViT-H-14", frames=8)

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from clipfsar.runtime.bundle import Bundle
+from clipfsar.runtime.bundle.reader import Bundle
 
 CLI = [sys.executable, "-m", "clipfsar"]
 

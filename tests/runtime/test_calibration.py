@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from clipfsar.runtime import Classifier
-from clipfsar.runtime.bundle import Bundle
-from clipfsar.runtime.calibration import (auroc, expected_calibration_error, fit_temperature,
+from clipfsar.runtime.bundle.reader import Bundle
+from clipfsar.runtime.teaching.calibration import (auroc, expected_calibration_error, fit_temperature,
                                           fit_zero_shot, oscr, softmax, threshold_at_far, video_text_cos)
-from clipfsar.runtime.enroll import Enroller
-from clipfsar.runtime.video import read_clip
+from clipfsar.runtime.teaching.enroll import Enroller
+from clipfsar.runtime.video.clips import read_clip
 
 CLI = [sys.executable, "-m", "clipfsar"]
 
@@ -121,7 +121,7 @@ def test_calibrate_threshold_then_run_uses_it(bundle, synth_data, stream_file):
                               "--far", "0.1", "--episodes", "60"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "AUROC" in r.stdout and "OSCR" in r.stdout
-    assert "open-set cohort:" in r.stdout  # built from the data's train split by default (runtime/cohort.py)
+    assert "open-set cohort:" in r.stdout  # built from the data's train split by default (runtime/teaching/cohort.py)
     thr = Bundle.open(bundle).manifest.calibration["threshold"]
     assert thr["score"] == "znorm" and thr["far"] == 0.1 and thr["accepted_unknown"] <= 0.1
     assert set(thr["open_set"]["scores"]) == {"max_prob", "neg_min_distance", "max_fused", "znorm"}
@@ -178,7 +178,7 @@ def test_calibrate_threshold_bad_inputs(bundle, synth_data, tmp_path):
 
 
 def test_open_set_metrics_on_a_calibrated_store(synth_data, tiny_bundle):
-    from clipfsar.runtime.openset import encode_split, open_set_metrics
+    from clipfsar.runtime.teaching.openset import encode_split, open_set_metrics
     b = Bundle.open(tiny_bundle)
     m = open_set_metrics(b, encode_split(b, synth_data, "val"), b.manifest.calibration, shot=1, episodes=40)
     assert m["way"] == 5 and 0 <= m["closed_set_accuracy"] <= 100

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from clipfsar.runtime import Classifier
-from clipfsar.runtime.errors import BundleError
-from clipfsar.runtime.sources import SourceError
-from clipfsar.runtime.video import count_frames, read_frames
+from clipfsar.runtime.base.errors import BundleError
+from clipfsar.runtime.video.sources import SourceError
+from clipfsar.runtime.video.clips import count_frames, read_frames
 from clipfsar.train.checkpoint import load_checkpoint
 from clipfsar.train.features import load_clip_array
 
@@ -50,7 +50,7 @@ def test_preprocessing_parity_embeddings(clf, tiny_checkpoint, synth_data):
     x = load_clip_array(clip, -1, 8, prep)
     with torch.no_grad():
         emb_t = model.encode_frames(torch.from_numpy(x)[None])[0].numpy()
-    from clipfsar.runtime.video import read_clip
+    from clipfsar.runtime.video.clips import read_clip
     emb_r = clf.encode(read_clip(clip, 8))
     cos = (emb_t * emb_r).sum(-1) / np.linalg.norm(emb_t, axis=-1) / np.linalg.norm(emb_r, axis=-1)
     assert cos.min() >= 0.9999
@@ -156,7 +156,7 @@ def test_ctrl_c_stops_cleanly_and_flushes_video(tiny_bundle, stream_file, tmp_pa
 
 
 def test_bench_reports_stages_and_memory(tiny_bundle, stream_file):
-    from clipfsar.runtime.bench import run_bench
+    from clipfsar.runtime.cli.bench import run_bench
     report = run_bench(tiny_bundle, stream_file, ["cpu"], total_frames=120)
     r = report["backends"][0]
     assert r["provider"] == "CPUExecutionProvider" and r["frames"] == 120

@@ -1,4 +1,4 @@
-"""The Z-normalised open-set score (runtime/cohort.py): its math, the cohort in the bundle, the runtime using it."""
+"""The Z-normalised open-set score (runtime/teaching/cohort.py): its math, the cohort in the bundle, the runtime using it."""
 import json
 import math
 import subprocess
@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from clipfsar.runtime import Classifier
-from clipfsar.runtime.bundle import Bundle
-from clipfsar.runtime.bundle_edit import set_cohort, update_manifest
-from clipfsar.runtime.calibration import video_text_cos
-from clipfsar.runtime.cohort import ZNorm, class_distances, load_cohort, sample_cohort
-from clipfsar.runtime.errors import BundleError
-from clipfsar.runtime.openset import build_cohort, encode_split
-from clipfsar.runtime.video import read_clip
+from clipfsar.runtime.bundle.reader import Bundle
+from clipfsar.runtime.bundle.edit import set_cohort, update_manifest
+from clipfsar.runtime.teaching.calibration import video_text_cos
+from clipfsar.runtime.teaching.cohort import ZNorm, class_distances, load_cohort, sample_cohort
+from clipfsar.runtime.base.errors import BundleError
+from clipfsar.runtime.teaching.openset import build_cohort, encode_split
+from clipfsar.runtime.video.clips import read_clip
 
 CLI = [sys.executable, "-m", "clipfsar"]
 
@@ -122,7 +122,7 @@ def test_a_znorm_threshold_without_its_cohort_is_a_clear_error(bundle, synth_dat
 
 
 def test_open_set_metrics_measure_znorm_with_a_cohort(tiny_bundle, synth_data):
-    from clipfsar.runtime.openset import open_set_metrics
+    from clipfsar.runtime.teaching.openset import open_set_metrics
     b = Bundle.open(tiny_bundle)
     cohort, _ = sample_cohort(encode_split(b, synth_data, "train").clips, 24)
     m = open_set_metrics(b, encode_split(b, synth_data, "val"), b.manifest.calibration, 1, 20, cohort=cohort)

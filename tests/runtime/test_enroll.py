@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from clipfsar.runtime import Classifier
-from clipfsar.runtime.bundle import Bundle, sha256_of
-from clipfsar.runtime.classes import list_classes, remove_class, rename_class
-from clipfsar.runtime.enroll import EnrollError, Enroller
-from clipfsar.runtime.errors import BundleError, VideoError
-from clipfsar.runtime.tokenizer import TokenizerError
+from clipfsar.runtime.bundle.reader import Bundle, sha256_of
+from clipfsar.runtime.teaching.classes import list_classes, remove_class, rename_class
+from clipfsar.runtime.teaching.enroll import EnrollError, Enroller
+from clipfsar.runtime.base.errors import BundleError, VideoError
+from clipfsar.runtime.teaching.tokenizer import TokenizerError
 
 CLI = [sys.executable, "-m", "clipfsar"]
 
@@ -53,7 +53,7 @@ def test_enrolled_class_equals_export(bundle, synth_data):
 
 
 def test_replace_zero_shot_and_frame_arrays(bundle, synth_data):
-    from clipfsar.runtime.video import count_frames, read_frames
+    from clipfsar.runtime.video.clips import count_frames, read_frames
     e = Enroller(Bundle.open(bundle))
     b = e.enroll("juggling three balls", [])
     p, t, k = _row(b, "juggling three balls")
@@ -68,7 +68,7 @@ def test_replace_zero_shot_and_frame_arrays(bundle, synth_data):
 def test_short_clip_repeats_frames(bundle, synth_data, tmp_path):
     """A clip shorter than T frames: frames repeated TSN-style, as in training (a 3-frame folder)."""
     import cv2
-    from clipfsar.runtime.video import read_frames
+    from clipfsar.runtime.video.clips import read_frames
     src = _clips(synth_data, Bundle.open(bundle).store.class_names[0], 1)[0]
     folder = tmp_path / "short"
     folder.mkdir()

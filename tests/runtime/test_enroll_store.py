@@ -9,15 +9,16 @@ import time
 import numpy as np
 import pytest
 
-from clipfsar.runtime.bundle import Bundle, PrototypeStore, bundle_lock, replace_store
-from clipfsar.runtime.enroll import Enroller
-from clipfsar.runtime.errors import BundleError
+from clipfsar.runtime.bundle.edit import bundle_lock, replace_store
+from clipfsar.runtime.bundle.reader import Bundle, PrototypeStore
+from clipfsar.runtime.teaching.enroll import Enroller
+from clipfsar.runtime.base.errors import BundleError
 
 
 WRITER = """
 import sys
-from clipfsar.runtime.bundle import Bundle
-from clipfsar.runtime.enroll import Enroller
+from clipfsar.runtime.bundle.reader import Bundle
+from clipfsar.runtime.teaching.enroll import Enroller
 root, tag = sys.argv[1], sys.argv[2]
 e = Enroller(Bundle.open(root))
 for i in range(4):

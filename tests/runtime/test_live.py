@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from clipfsar.runtime.live import LiveSource, give_up_seconds
-from clipfsar.runtime.sources import Frame, Gap, SourceError
+from clipfsar.runtime.video.live import LiveSource, give_up_seconds
+from clipfsar.runtime.video.sources import Frame, Gap, SourceError
 
 from fakes_live import FakeCamera, MjpegServer, SilentServer, free_port
 
@@ -28,7 +28,7 @@ def take(src, n_frames, limit_s=20.0):
 
 
 def test_camera_failing_one_read_in_ten_is_not_a_dropout(tiny_bundle):
-    from clipfsar.runtime.classifier import Classifier
+    from clipfsar.runtime.classify.classifier import Classifier
     cams = []
 
     def opener():

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from clipfsar.runtime.sources import FileSource, LiveSource, SourceError, open_source
+from clipfsar.runtime.video.sources import FileSource, LiveSource, SourceError, open_source
 
 
 def test_file_url_is_a_file(stream_file):
@@ -61,8 +61,8 @@ def test_calibrate_threshold_refuses_out_of_range_counts(tmp_path, flag, value):
 
 
 def test_fit_threshold_api_refuses_bad_counts(tmp_path):
-    from clipfsar.runtime.errors import DatasetError
-    from clipfsar.runtime.openset import fit_threshold
+    from clipfsar.runtime.base.errors import DatasetError
+    from clipfsar.runtime.teaching.openset import fit_threshold
     with pytest.raises(DatasetError, match="--episodes must be a positive whole number, got 0"):
         fit_threshold(None, tmp_path, episodes=0)
     with pytest.raises(DatasetError, match="--shot must be a positive whole number, got -2"):
@@ -72,9 +72,9 @@ def test_fit_threshold_api_refuses_bad_counts(tmp_path):
 @pytest.mark.parametrize("bad", ["wave\nhand", "wave\thand", "wave\x01", "wave\u2028hand"])
 def test_class_names_with_control_characters_are_refused_everywhere(tiny_bundle, tmp_path, bad):
     import numpy as np
-    from clipfsar.runtime.bundle import PROTOTYPES_FILE, PrototypeStore
-    from clipfsar.runtime.errors import BundleError, DatasetError
-    from clipfsar.runtime.classes import list_classes
+    from clipfsar.runtime.bundle.reader import PROTOTYPES_FILE, PrototypeStore
+    from clipfsar.runtime.base.errors import BundleError, DatasetError
+    from clipfsar.runtime.teaching.classes import list_classes
     from clipfsar.train.class_names import load_class_map
 
     before = (tiny_bundle / PROTOTYPES_FILE).read_bytes()
@@ -95,7 +95,7 @@ def test_class_names_with_control_characters_are_refused_everywhere(tiny_bundle,
 def test_export_refuses_a_support_folder_named_with_control_characters(tmp_path, stream_file):
     import shutil
     from clipfsar.export.support import read_support
-    from clipfsar.runtime.errors import DatasetError
+    from clipfsar.runtime.base.errors import DatasetError
     (tmp_path / "wave\x01").mkdir()
     shutil.copy(stream_file, tmp_path / "wave\x01" / "a.mp4")
     with pytest.raises(DatasetError, match="holds control characters"):
@@ -103,7 +103,7 @@ def test_export_refuses_a_support_folder_named_with_control_characters(tmp_path,
 
 
 def test_credentials_are_masked_in_query_keys_and_mangled_urls():
-    from clipfsar.runtime.redact import redact
+    from clipfsar.runtime.base.redact import redact
     assert redact("http://cam/s?api_key=k1&auth_token=t2&X-Amz-Signature=s3&w=1") == \
         "http://cam/s?api_key=***&auth_token=***&X-Amz-Signature=***&w=1"
     assert redact("rtsp:/admin:secretpw@127.0.0.1:1/s") == "rtsp:/admin:***@127.0.0.1:1/s"  # what Path makes of it
@@ -124,7 +124,7 @@ def test_commands_taking_local_paths_refuse_urls_masked(tiny_bundle, args):
 
 
 def test_enroll_refuses_a_file_that_is_not_a_clip(tiny_bundle, synth_data, tmp_path):
-    from clipfsar.runtime.bundle import PROTOTYPES_FILE
+    from clipfsar.runtime.bundle.reader import PROTOTYPES_FILE
     before = (tiny_bundle / PROTOTYPES_FILE).read_bytes()
     (tmp_path / "empty").mkdir()
     for clip in (synth_data / "splits" / "train.txt", tmp_path / "empty"):
@@ -143,8 +143,8 @@ def test_out_of_range_values_are_refused_by_the_cli(tmp_path, args):
 
 
 def test_out_of_range_values_are_refused_by_the_api(tiny_bundle, stream_file):
-    from clipfsar.runtime.classifier import Classifier
-    from clipfsar.runtime.errors import ClipFsarError
+    from clipfsar.runtime.classify.classifier import Classifier
+    from clipfsar.runtime.base.errors import ClipFsarError
     clf = Classifier.load(tiny_bundle, backend="cpu")
     for kwargs, message in (({"threshold": 1.5}, "--threshold must be a score in"),
                             ({"threshold": float("nan")}, "--threshold"), ({"hop": 0}, "--hop must be a positive number"),
@@ -156,7 +156,8 @@ def test_out_of_range_values_are_refused_by_the_api(tiny_bundle, stream_file):
 
 def test_classes_remove_and_rename_remind_the_threshold_and_honour_timeout(tiny_bundle, tmp_path):
     import shutil
-    from clipfsar.runtime.bundle import Bundle, bundle_lock, update_manifest
+    from clipfsar.runtime.bundle.edit import bundle_lock, update_manifest
+    from clipfsar.runtime.bundle.reader import Bundle
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
     cal = dict(Bundle.open(b).manifest.calibration)

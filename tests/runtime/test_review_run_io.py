@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from clipfsar.runtime.errors import ClipFsarError
+from clipfsar.runtime.base.errors import ClipFsarError
 
 CLI = [sys.executable, "-m", "clipfsar"]
 
@@ -35,7 +35,7 @@ def test_show_without_a_display_is_a_clear_error(tiny_bundle, stream_file):
 
 
 def test_check_can_show_trusts_a_display(monkeypatch):
-    from clipfsar.runtime.annotate import check_can_show
+    from clipfsar.runtime.classify.annotate import check_can_show
     monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.delenv("DISPLAY", raising=False)
@@ -47,7 +47,7 @@ def test_check_can_show_trusts_a_display(monkeypatch):
 
 
 def test_impossible_camera_index_is_a_clear_error(tiny_bundle):
-    from clipfsar.runtime.sources import SourceError, open_source
+    from clipfsar.runtime.video.sources import SourceError, open_source
     for spec in ("99999999999", 2 ** 31, -1):
         with pytest.raises(SourceError, match=f"camera index {spec} is out of range"):
             open_source(spec)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from clipfsar.runtime.bundle import SCHEMA_VERSION, Bundle
-from clipfsar.runtime.errors import BundleError
+from clipfsar.runtime.bundle.reader import SCHEMA_VERSION, Bundle
+from clipfsar.runtime.base.errors import BundleError
 
 CLI = [sys.executable, "-m", "clipfsar"]
 
@@ -116,7 +116,7 @@ def bundle_copy(tmp_path, tiny_bundle):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_tampered_bundle_is_refused(case, bundle_copy, tmp_path):
-    from clipfsar.runtime.classifier import Classifier
+    from clipfsar.runtime.classify.classifier import Classifier
     tamper, message = CASES[case]
     tamper(bundle_copy, tmp_path)
     before = {p.name: p.read_bytes() for p in bundle_copy.iterdir() if p.is_file()}

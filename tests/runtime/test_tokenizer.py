@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipfsar.runtime.tokenizer import ClipTokenizer, TokenizerError, build_tokenizer_json
+from clipfsar.runtime.teaching.tokenizer import ClipTokenizer, TokenizerError, build_tokenizer_json
 
 open_clip = pytest.importorskip("open_clip")
 DATA = Path(__file__).parent / "data" / "action_class_names.json"

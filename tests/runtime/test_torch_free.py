@@ -8,7 +8,7 @@ import clipfsar.runtime
 
 def test_runtime_modules_import_no_torch():
     names = [m.name for m in pkgutil.walk_packages(clipfsar.runtime.__path__, "clipfsar.runtime.")]
-    assert "clipfsar.runtime.classifier" in names and "clipfsar.runtime.cli" in names
+    assert "clipfsar.runtime.classify.classifier" in names and "clipfsar.runtime.cli.run" in names
     code = ("import importlib, sys\n"
             f"for n in {names!r}: importlib.import_module(n)\n"
             "import clipfsar.cli\n"

@@ -1,7 +1,7 @@
 """`clipfsar serve` (a real Triton server from PyTriton) and the Triton client backend, on 127.0.0.1.
 
 Skipped with the reason where PyTriton cannot run here (not installed, or numpy 2 without a stub environment:
-see runtime/serve.py). One server is started per module (about 10-15 s on 2 busy cores).
+see runtime/serving/server.py). One server is started per module (about 10-15 s on 2 busy cores).
 """
 import os
 import shutil
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from clipfsar.runtime import Classifier
-from clipfsar.runtime.errors import ClipFsarError
+from clipfsar.runtime.base.errors import ClipFsarError
 
 CLI = [sys.executable, "-m", "clipfsar"]
 
@@ -28,7 +28,7 @@ def _why_no_server():
         import tritonclient.grpc  # noqa: F401
     except ImportError as e:
         return f"nvidia-pytriton / tritonclient not installed ({e}): pip install 'clip-fsar[serve]'"
-    from clipfsar.runtime.serve_env import ServeError, stub_python_env
+    from clipfsar.runtime.serving.env import ServeError, stub_python_env
     try:
         stub_python_env(None)
     except ServeError as e:
@@ -133,7 +133,7 @@ def test_decisions_equal_local(server, tiny_bundle, stream_file, local_decisions
 
 @needs_server
 def test_eight_streams_all_served_and_batched(server, tiny_bundle, stream_file, local_decisions):
-    from clipfsar.runtime.triton_client import TritonConnection
+    from clipfsar.runtime.engines.triton_client import TritonConnection
     conn = TritonConnection(server.grpc)
 
     def batches():
@@ -168,8 +168,8 @@ def test_eight_streams_all_served_and_batched(server, tiny_bundle, stream_file, 
 
 @needs_server
 def test_bundle_with_other_classes_is_refused(server, tiny_bundle, tmp_path):
-    from clipfsar.runtime.classes import remove_class
-    from clipfsar.runtime.triton_client import ServerMismatchError
+    from clipfsar.runtime.teaching.classes import remove_class
+    from clipfsar.runtime.engines.triton_client import ServerMismatchError
     other = tmp_path / "other"
     shutil.copytree(tiny_bundle, other)
     remove_class(other, Classifier.load(other, backend="cpu").class_names[0])
@@ -182,8 +182,8 @@ def test_bundle_with_other_classes_is_refused(server, tiny_bundle, tmp_path):
 @needs_server
 def test_other_graph_is_refused(server, tiny_bundle, tmp_path):
     import json
-    from clipfsar.runtime.bundle import sha256_of
-    from clipfsar.runtime.triton_client import ServerMismatchError
+    from clipfsar.runtime.bundle.reader import sha256_of
+    from clipfsar.runtime.engines.triton_client import ServerMismatchError
     other = tmp_path / "other"
     shutil.copytree(tiny_bundle, other)
     graph = other / "image_encoder.onnx"
@@ -197,7 +197,7 @@ def test_other_graph_is_refused(server, tiny_bundle, tmp_path):
 
 @needs_server
 def test_wrong_shape_and_dtype_pass_tritons_error(server):
-    from clipfsar.runtime.triton_client import ServerRequestError, TritonConnection
+    from clipfsar.runtime.engines.triton_client import ServerRequestError, TritonConnection
     conn = TritonConnection(server.grpc)
     with pytest.raises(ServerRequestError, match=r"image_encoder\(images \(2, 3, 32, 32\) float32\)"):
         conn.infer("image_encoder", {"images": np.zeros((2, 3, 32, 32), np.float32)}, ["features"])
@@ -226,7 +226,7 @@ def test_run_cli_with_server_prints_local_decisions(server, tiny_bundle, stream_
 @needs_server
 @pytest.mark.slow
 def test_server_stopped_then_back(tiny_bundle, stream_file, local_decisions, tmp_path):
-    from clipfsar.runtime.triton_client import ServerUnavailableError
+    from clipfsar.runtime.engines.triton_client import ServerUnavailableError
     srv = ServerProcess(tiny_bundle, free_ports(3), tmp_path).start()
     try:
         clf = Classifier.load(tiny_bundle, backend=srv.grpc + "?retries=1&timeout=5")
@@ -246,7 +246,7 @@ def test_server_stopped_then_back(tiny_bundle, stream_file, local_decisions, tmp
 @needs_server
 @pytest.mark.slow
 def test_server_killed_mid_stream_no_decision_invented(tiny_bundle, stream_file, tmp_path):
-    from clipfsar.runtime.triton_client import ServerUnavailableError
+    from clipfsar.runtime.engines.triton_client import ServerUnavailableError
     srv = ServerProcess(tiny_bundle, free_ports(3), tmp_path).start()
     clf = Classifier.load(tiny_bundle, backend=srv.grpc + "?retries=2&timeout=5")
     got = []
@@ -263,9 +263,9 @@ def test_server_killed_mid_stream_no_decision_invented(tiny_bundle, stream_file,
 @needs_server
 def test_enroll_through_the_server(server, tiny_bundle, synth_data, tmp_path):
     """Last of the server tests: it changes the served store."""
-    from clipfsar.runtime.serve_protocol import store_digest
-    from clipfsar.runtime.triton_client import ServerMismatchError, ServerRequestError, TritonConnection
-    from clipfsar.runtime.video import count_frames, read_frames
+    from clipfsar.runtime.engines.triton_protocol import store_digest
+    from clipfsar.runtime.engines.triton_client import ServerMismatchError, ServerRequestError, TritonConnection
+    from clipfsar.runtime.video.clips import count_frames, read_frames
     cls = (synth_data / "splits" / "train.txt").read_text().split()[0]
     clips = [read_frames(c, list(range(count_frames(c)))) for c in sorted((synth_data / cls).glob("*.mp4"))[:2]]
     local = tmp_path / "local"
@@ -301,7 +301,7 @@ def test_port_free_ignores_time_wait_but_not_a_listener():
     """A server stopped a moment ago leaves its accepted connections in TIME_WAIT: a restart on the same port must
     not be refused for them (tritonserver binds with SO_REUSEADDR; Linux lets such a bind pass TIME_WAIT sockets of
     a listener that had it too), while a live listener still counts as in use."""
-    from clipfsar.runtime.serve_env import port_free
+    from clipfsar.runtime.serving.env import port_free
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as tritonserver's listeners (gRPC, HTTP)
     listener.bind(("127.0.0.1", 0))
@@ -331,7 +331,7 @@ def test_serve_refuses_a_port_in_use(tiny_bundle):
 
 def test_client_without_server_fails_clearly(tiny_bundle):
     pytest.importorskip("tritonclient.grpc")
-    from clipfsar.runtime.triton_client import ServerUnavailableError
+    from clipfsar.runtime.engines.triton_client import ServerUnavailableError
     port = free_ports(1)[0]
     t0 = time.time()
     with pytest.raises(ServerUnavailableError, match=f"127.0.0.1:{port} unreachable after 2 attempt"):

@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from clipfsar.runtime.bundle import Bundle
-from clipfsar.runtime.engines import BackendUnavailableError, OnnxGraph, _provider_list, create_graph
-from clipfsar.runtime.trt_engine import trt_usable
+from clipfsar.runtime.bundle.reader import Bundle
+from clipfsar.runtime.engines.backends import BackendUnavailableError, OnnxGraph, _provider_list, create_graph
+from clipfsar.runtime.engines.trt_engine import trt_usable
 
 CLI = [sys.executable, "-m", "clipfsar"]
 TRT_OK, TRT_WHY = trt_usable()
@@ -86,7 +86,7 @@ def test_tensorrt_ep_options_follow_the_variant(tmp_path):
 # ----- on a machine with TensorRT and a GPU -------------------------------------------------------------------
 @needs_trt
 def test_trt_engines_match_onnxruntime_and_are_cached(tiny_bundle, tmp_path):
-    from clipfsar.runtime.trt_backend import TrtGraph
+    from clipfsar.runtime.engines.trt_backend import TrtGraph
     b = Bundle.open(tiny_bundle)
     cache = tmp_path / "engines"
     rng = np.random.default_rng(0)
@@ -113,7 +113,7 @@ def test_trt_engines_match_onnxruntime_and_are_cached(tiny_bundle, tmp_path):
 def test_classifier_on_trt_matches_cpu(tiny_bundle, stream_file, tmp_path):
     import shutil
     from clipfsar.runtime import Classifier
-    from clipfsar.runtime.video import count_frames, read_frames
+    from clipfsar.runtime.video.clips import count_frames, read_frames
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
     frames = read_frames(stream_file, range(count_frames(stream_file)))
@@ -130,8 +130,9 @@ def test_engine_precision_per_graph(tiny_bundle, tmp_path):
     """fp16 asked, only the image encoder has it: the heads get fp32 engines unless named explicitly."""
     import shutil
     from clipfsar.calib.fp16 import to_fp16
-    from clipfsar.runtime.bundle import BundleError, NewVariant, add_variants
-    from clipfsar.runtime.trt_cli import engine_precisions
+    from clipfsar.runtime.bundle.edit import NewVariant, add_variants
+    from clipfsar.runtime.bundle.reader import BundleError
+    from clipfsar.runtime.cli.engine import engine_precisions
     root = tmp_path / "b"
     shutil.copytree(tiny_bundle, root)
     method = to_fp16(root / "image_encoder.onnx", tmp_path / "ie16.onnx", "image_encoder")
@@ -163,9 +164,9 @@ def test_dynamic_int8_variant_is_refused_for_engines(tiny_bundle, tmp_path):
     """TensorRT's int8 is explicit Q/DQ: a dynamic-quantization variant gets a clear error, not a parser failure."""
     import shutil
     from clipfsar.calib.int8 import quantize_dynamic_graph
-    from clipfsar.runtime.bundle import NewVariant, add_variants
-    from clipfsar.runtime.precision import PrecisionUnavailableError
-    from clipfsar.runtime.trt_cli import engine_precisions
+    from clipfsar.runtime.bundle.edit import NewVariant, add_variants
+    from clipfsar.runtime.engines.precision import PrecisionUnavailableError
+    from clipfsar.runtime.cli.engine import engine_precisions
     root = tmp_path / "b"
     shutil.copytree(tiny_bundle, root)
     method = quantize_dynamic_graph(root / "image_encoder.onnx", tmp_path / "ie8.onnx")

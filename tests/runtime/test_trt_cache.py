@@ -1,13 +1,13 @@
-"""The TensorRT engine cache's pure parts (runtime/trt_cache.py, trt_profile.py): profiles, the cache key,
+"""The TensorRT engine cache's pure parts (runtime/engines/trt_cache.py, trt_profile.py): profiles, the cache key,
 rebuild decisions (no TensorRT needed)."""
 import hashlib
 import json
 
 import pytest
 
-from clipfsar.runtime.errors import ClipFsarError, ConfigError
-from clipfsar.runtime.trt_cache import DeviceInfo, engine_key, key_mismatch, lookup, store, timing_cache_path
-from clipfsar.runtime.trt_profile import (ProfileOptions, batch_slices, load_profile_options, profile_shapes,
+from clipfsar.runtime.base.errors import ClipFsarError, ConfigError
+from clipfsar.runtime.engines.trt_cache import DeviceInfo, engine_key, key_mismatch, lookup, store, timing_cache_path
+from clipfsar.runtime.engines.trt_profile import (ProfileOptions, batch_slices, load_profile_options, profile_shapes,
                                           save_profile_options, shape_problem)
 
 # the I/O contract export/graphs.py writes into every manifest (T=8, D=32, context 16 here)
@@ -39,7 +39,7 @@ def test_profile_covers_every_dynamic_axis_of_every_graph():
 
 
 def test_profile_of_a_real_manifest(tiny_bundle):
-    from clipfsar.runtime.bundle import Bundle
+    from clipfsar.runtime.bundle.reader import Bundle
     b = Bundle.open(tiny_bundle)
     for name, spec in b.manifest.graphs.items():
         shapes = profile_shapes(spec.inputs, ProfileOptions())
@@ -204,7 +204,7 @@ def test_timing_cache_is_per_device(tmp_path):
 
 def test_cuda_check_unpacks_cuda_python_results():
     import enum
-    from clipfsar.runtime.trt_engine import cuda_check
+    from clipfsar.runtime.engines.trt_engine import cuda_check
 
     class cudaError_t(enum.IntEnum):  # the shape of cuda-python's error enum
         cudaSuccess = 0

@@ -5,8 +5,8 @@ import sys
 import pytest
 
 from clipfsar.export.engine_hook import engine_request
-from clipfsar.runtime.errors import ConfigError
-from clipfsar.runtime.trt_engine import TensorRTUnavailable, trt_usable
+from clipfsar.runtime.base.errors import ConfigError
+from clipfsar.runtime.engines.trt_engine import TensorRTUnavailable, trt_usable
 
 TRT_OK, TRT_WHY = trt_usable()
 DEFAULTS = dict(max_batch=16, max_classes=64, max_shots=8, opt_batch=None, opt_classes=None, opt_shots=None,

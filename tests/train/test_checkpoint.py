@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from clipfsar.runtime.errors import CheckpointError
+from clipfsar.runtime.base.errors import CheckpointError
 from clipfsar.train import create_model_and_transforms, load_checkpoint, save_checkpoint
 
 
@@ -76,7 +76,7 @@ def test_newer_format_refused(tmp_path, tiny_checkpoint):
 
 
 def test_unknown_config_key_did_you_mean(tmp_path, tiny_checkpoint):
-    from clipfsar.runtime.errors import ConfigError
+    from clipfsar.runtime.base.errors import ConfigError
     dst = tmp_path / "ck"
     shutil.copytree(tiny_checkpoint, dst)
     meta = json.loads((dst / "config.json").read_text())

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from clipfsar.runtime.errors import ConfigError
-from clipfsar.runtime.jsonconfig import from_dict
+from clipfsar.runtime.base.errors import ConfigError
+from clipfsar.runtime.base.jsonconfig import from_dict
 from clipfsar.train.config import PRESETS, TrainConfig, preset
 
 
@@ -52,7 +52,7 @@ def test_cli_config_file_with_unknown_key(tmp_path, synth_data):
 def test_json_files_with_a_byte_order_mark_read_and_non_utf8_refused(tmp_path):
     """User JSON (a --config written by a Windows editor) with a BOM reads; one in another encoding is a clear
     ConfigError naming the file, not a traceback."""
-    from clipfsar.runtime.jsonconfig import read_json
+    from clipfsar.runtime.base.jsonconfig import read_json
     bom = tmp_path / "bom.json"
     bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"steps": 3}).encode())
     assert read_json(bom, "training config") == {"steps": 3}

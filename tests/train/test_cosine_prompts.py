@@ -71,7 +71,7 @@ def test_checkpoints_keep_the_eps_they_were_made_with(tiny, tmp_path):
 
 
 def test_bundles_state_their_eps(tiny_bundle):
-    from clipfsar.runtime.bundle import Bundle, Manifest
+    from clipfsar.runtime.bundle.reader import Bundle, Manifest
     facts = Bundle.open(tiny_bundle).manifest.model
     assert (facts.cos_eps, facts.cos_mode) == (0.01, "product")
     data = json.loads((tiny_bundle / "manifest.json").read_text())

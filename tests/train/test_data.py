@@ -3,8 +3,8 @@ import shutil
 import numpy as np
 import pytest
 
-from clipfsar.runtime.errors import ClipFsarError, DatasetError
-from clipfsar.runtime.video import count_frames, read_clip, sample_indices
+from clipfsar.runtime.base.errors import ClipFsarError, DatasetError
+from clipfsar.runtime.video.clips import count_frames, read_clip, sample_indices
 from clipfsar.train.data import load_split
 from clipfsar.train.episodes import episodes
 from clipfsar.train.synth import MOTIONS, SHAPES, make_dataset, split_classes

@@ -12,8 +12,8 @@ from typing import Callable, Dict, NamedTuple, Optional
 
 import pytest
 
-from clipfsar.runtime.errors import DatasetError
-from clipfsar.runtime.video import read_clip, read_frames, sample_indices, sane_fps, sane_frame_count
+from clipfsar.runtime.base.errors import DatasetError
+from clipfsar.runtime.video.clips import read_clip, read_frames, sample_indices, sane_fps, sane_frame_count
 from clipfsar.train.class_names import load_class_map, looks_like_id
 from clipfsar.train.data import load_split
 

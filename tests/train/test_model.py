@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from clipfsar.runtime.errors import ConfigError
+from clipfsar.runtime.base.errors import ConfigError
 from clipfsar.train import create_model_and_transforms
 from clipfsar.train.backbone import WeightsUnavailableError
 

@@ -212,7 +212,7 @@ def test_cli_bad_numbers_exit_2_before_the_run_folder(tmp_path, synth_data, opti
 
 
 def test_diverged_pretraining_writes_no_weights(tmp_path, synth_data):
-    from clipfsar.runtime.errors import ClipFsarError
+    from clipfsar.runtime.base.errors import ClipFsarError
     from clipfsar.train.pretrain import PretrainConfig, Pretrainer
     out = tmp_path / "run"
     cfg = PretrainConfig(data=str(synth_data), out=str(out), steps=3, batch=4, lr=1e30, warmup_steps=0, seed=0)
@@ -223,7 +223,7 @@ def test_diverged_pretraining_writes_no_weights(tmp_path, synth_data):
 
 def test_an_interrupted_run_folder_is_named_as_such(tmp_path, synth_data):
     """A run killed before its weights were written keeps its logs; reusing its --out says what it is."""
-    from clipfsar.runtime.errors import ClipFsarError
+    from clipfsar.runtime.base.errors import ClipFsarError
     from clipfsar.train.pretrain import PretrainConfig, Pretrainer
     out = tmp_path / "run"
     out.mkdir()

@@ -5,7 +5,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from clipfsar.runtime.errors import ClipFsarError
+from clipfsar.runtime.base.errors import ClipFsarError
 from clipfsar.train.config import TrainConfig
 from clipfsar.train.loop import Trainer, resumed_config
 

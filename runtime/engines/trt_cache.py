@@ -1,0 +1,199 @@
+"""The TensorRT engine cache: pure Python, no TensorRT needed (tested on the CPU).
+
+TensorRT engines are not portable across GPUs or TensorRT versions, so each engine is stored under a key of
+(GPU name, compute capability, TensorRT version, graph sha256, precision, optimisation profile). A cache folder
+(the bundle's ``engines/`` or ``--cache-dir``) holds, per engine::
+
+    <graph>.<precision>.<digest16>.engine   the serialized engine (TensorRT's plan bytes)
+    <graph>.<precision>.<digest16>.json     its record: the key's fields and the engine file's sha256
+
+plus one TensorRT timing cache per device (``timing-<device digest16>.cache``) and ``profile.json``, the profile
+options ``clipfsar engine`` built with (runtime/engines/trt_profile.py; the runtime reuses them, so it finds those engines). An engine is loaded
+only when its record's key equals this device's key and its bytes match the recorded sha256; anything else is
+rebuilt, and :func:`lookup` says why.
+
+Example:
+    >>> opts = ProfileOptions(max_batch=16)
+    >>> shapes = profile_shapes([{"name": "images", "shape": ["batch", 3, 224, 224]}], opts)
+    >>> shapes["images"]
+    ((1, 3, 224, 224), (1, 3, 224, 224), (16, 3, 224, 224))
+    >>> key = engine_key(DeviceInfo("NVIDIA H200", "9.0", "10.9.0"), sha, "fp16", shapes)
+    >>> decision, blob = lookup(Path("bundle/engines"), "image_encoder", key)
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from clipfsar.runtime.base.atomic import staged_file
+from clipfsar.runtime.base.errors import ClipFsarError
+# the profile half lives in trt_profile.py; its names stay importable from here
+from clipfsar.runtime.engines.trt_profile import (AXES, PROFILE_FILE, ProfileOptions, ProfileShapes, Shape, batch_slices,  # noqa: F401
+                          load_profile_options, profile_shapes, save_profile_options, shape_problem)
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+KEY_FIELDS = ("gpu_name", "compute_capability", "tensorrt_version", "graph_sha256", "precision", "profile")
+RECORD_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What makes an engine portable or not: the GPU, its compute capability ("8.7") and TensorRT's version."""
+    gpu_name: str
+    compute_capability: str
+    tensorrt_version: str
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """The cache key of one engine; ``digest`` is the sha256 of its canonical JSON."""
+    gpu_name: str
+    compute_capability: str
+    tensorrt_version: str
+    graph_sha256: str
+    precision: str
+    profile: Tuple[Tuple[str, Tuple[Shape, Shape, Shape]], ...]  # sorted by input name
+
+    def fields(self) -> Dict[str, Any]:
+        """The key as JSON-ready fields (what the record stores and compares)."""
+        d = dataclasses.asdict(self)
+        d["profile"] = {name: [list(s) for s in shapes] for name, shapes in self.profile}
+        return d
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.fields(), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def stem(self, graph: str) -> str:
+        """File name stem of this engine in a cache folder: ``<graph>.<precision>.<digest16>``."""
+        return f"{graph}.{self.precision}.{self.digest[:16]}"
+
+
+def engine_key(device: DeviceInfo, graph_sha256: str, precision: str, profile: ProfileShapes) -> EngineKey:
+    """Build the cache key of an engine (a pure function of its arguments).
+
+    Raises:
+        ClipFsarError: an empty GPU name or version, a sha256 that is not 64 hex digits, an unknown precision, or
+        an empty profile.
+    """
+    if not device.gpu_name.strip() or not device.compute_capability.strip() or not device.tensorrt_version.strip():
+        raise ClipFsarError(f"engine key: incomplete device description {device}")
+    if not re.fullmatch(r"[0-9a-f]{64}", graph_sha256 or ""):
+        raise ClipFsarError(f"engine key: graph sha256 must be 64 lowercase hex digits, got {graph_sha256!r}")
+    if precision not in PRECISIONS:
+        raise ClipFsarError(f"engine key: unknown precision '{precision}' (one of {', '.join(PRECISIONS)})")
+    if not profile:
+        raise ClipFsarError("engine key: empty optimisation profile")
+    prof = tuple(sorted((name, tuple(tuple(int(d) for d in s) for s in shapes)) for name, shapes in profile.items()))
+    return EngineKey(device.gpu_name, device.compute_capability, device.tensorrt_version, graph_sha256, precision,
+                     prof)
+
+
+_LABELS = {"gpu_name": "GPU", "compute_capability": "compute capability", "tensorrt_version": "TensorRT",
+           "graph_sha256": "graph sha256", "precision": "precision", "profile": "optimisation profile"}
+
+
+def key_mismatch(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> List[str]:
+    """Human-readable differences between a recorded key and the wanted one (empty when they match)."""
+    out = []
+    for f in KEY_FIELDS:
+        if f not in recorded:
+            out.append(f"the record has no {_LABELS[f]}")
+            continue
+        a, b = recorded[f], wanted[f]
+        if a == b:
+            continue
+        if f == "graph_sha256":
+            out.append(f"it was built from another graph (sha256 {str(a)[:12]}..., this graph {str(b)[:12]}...)")
+        elif f == "profile":
+            out.append(f"its optimisation profile differs ({json.dumps(a)} vs {json.dumps(b)})")
+        else:
+            out.append(f"it was built for {_LABELS[f]} '{a}' (here: '{b}')")
+    return out
+
+
+@dataclass(frozen=True)
+class CacheDecision:
+    """What to do with one engine: ``load`` the cached file or ``build`` a new one, and why."""
+    action: str
+    reason: str
+    engine_path: Path
+
+
+def _read_record(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("key"), dict) else None
+
+
+def lookup(cache_dir: Path, graph: str, key: EngineKey) -> Tuple[CacheDecision, Optional[bytes]]:
+    """Decide whether the cached engine for ``graph`` under ``key`` can be loaded; returns its bytes if so.
+
+    ``build`` (with the reason) when: there is no engine for this key (and, if engines of this graph and
+    precision exist for another device, TensorRT version, graph or profile, which differences); the record is
+    unreadable or its key differs from ``key``; the engine file is missing or its bytes do not match the recorded
+    sha256. Never raises for a bad cache: a bad entry is simply rebuilt.
+    """
+    cache_dir = Path(cache_dir)
+    stem = key.stem(graph)
+    engine_path, record_path = cache_dir / f"{stem}.engine", cache_dir / f"{stem}.json"
+    wanted = key.fields()
+    record = _read_record(record_path) if record_path.is_file() else None
+    if record is None:
+        if record_path.is_file():
+            return CacheDecision("build", f"the record {record_path.name} is unreadable", engine_path), None
+        others = sorted(cache_dir.glob(f"{graph}.{key.precision}.*.json"), key=lambda p: p.stat().st_mtime)
+        for other in reversed(others):
+            rec = _read_record(other)
+            if rec is not None:
+                why = "; ".join(key_mismatch(rec["key"], wanted)) or "its key differs"
+                return CacheDecision("build", f"the cached engine {other.stem} does not fit: {why}", engine_path), None
+        return CacheDecision("build", f"no cached {key.precision} engine for {graph} in {cache_dir}", engine_path), None
+    diffs = key_mismatch(record["key"], wanted)
+    if diffs:
+        return CacheDecision("build", f"the cached engine {stem} does not fit: {'; '.join(diffs)}", engine_path), None
+    try:
+        blob = engine_path.read_bytes()
+    except OSError:
+        return CacheDecision("build", f"the engine file {engine_path.name} is missing", engine_path), None
+    if hashlib.sha256(blob).hexdigest() != record.get("engine_sha256"):
+        return CacheDecision("build", f"the engine file {engine_path.name} does not match its recorded sha256 "
+                                      f"(corrupt or changed)", engine_path), None
+    return CacheDecision("load", f"cached engine {stem} matches this device", engine_path), blob
+
+
+def store(cache_dir: Path, graph: str, key: EngineKey, blob: bytes) -> Path:
+    """Write an engine and its record atomically (the engine first, then the record that vouches for it).
+
+    Returns the engine's path. Raises OSError if the folder cannot be written.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stem = key.stem(graph)
+    engine_path = cache_dir / f"{stem}.engine"
+    with staged_file(engine_path) as tmp:
+        tmp.write_bytes(blob)
+    record = {"format": RECORD_FORMAT, "graph": graph, "key": key.fields(),
+              "engine_sha256": hashlib.sha256(blob).hexdigest(), "engine_bytes": len(blob)}
+    with staged_file(cache_dir / f"{stem}.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    return engine_path
+
+
+def timing_cache_path(cache_dir: Path, device: DeviceInfo) -> Path:
+    """The TensorRT timing cache file for this device (timing caches are per GPU and TensorRT version too)."""
+    return Path(cache_dir) / f"timing-{device.digest[:16]}.cache"
