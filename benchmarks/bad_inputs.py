@@ -205,7 +205,8 @@ def cases(w: Work) -> List[dict]:
         dict(name="empty image folder", setup=empty_folder),
         dict(name="absent camera index", setup=src("7", needle="7")),
         dict(name="stream URL refused", setup=src(f"http://127.0.0.1:{fp}/s", "--retries", "1", "--open-timeout", "1")),
-        dict(name="stream URL 404", setup=lambda: src(f"http://127.0.0.1:{http_404_server()}/nope", "--retries", "1")()),
+        dict(name="stream URL 404",
+             setup=lambda: src(f"http://127.0.0.1:{http_404_server()}/nope", "--retries", "1")()),
         dict(name="server accepts, never answers", setup=lambda: src(
             f"http://127.0.0.1:{silent_server()}/s", "--retries", "1", "--open-timeout", "1")()),
         dict(name="stream host not found", setup=src("rtsp://no-such-camera.invalid/s", "--retries", "1",

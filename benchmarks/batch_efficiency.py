@@ -26,6 +26,7 @@ import numpy as np
 
 def images_per_s(bundle: Path, batch: int, threads: int, precision: str, min_images: int = 12) -> float:
     import onnxruntime as ort
+
     from clipfsar.runtime.bundle.reader import Bundle
     b = Bundle.open(bundle)
     size = b.manifest.model.image_size

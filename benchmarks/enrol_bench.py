@@ -7,7 +7,7 @@
 2. Open-set quality (few-shot open-set protocol after Berti et al. 2026): seeded 5-way 1-shot and 5-shot episodes
    on the test split whose queries are one clip of each episode class plus 5 clips of test classes outside the
    episode; AUROC and OSCR of each candidate rejection score, closed-set accuracy of the calibrated probability
-   and of the paper's fused probability (same argmax when beta = 0). ``znorm`` (runtime/teaching/cohort.py) is normalised
+   and of the paper's fused probability (same argmax when beta = 0). ``znorm`` (teaching/cohort.py) is normalised
    against a cohort of up to 256 train-split clips, as ``clipfsar calibrate-threshold`` builds it.
 
     .venv/bin/python benchmarks/enrol_bench.py --run RUN --data DATA [--episodes 2000] [--archs tiny ViT-B-16]
@@ -22,7 +22,6 @@ import shutil
 import statistics
 import time
 from pathlib import Path
-
 
 
 def enrol_times(bundle: Path, clips, reps: int = 3) -> dict:
@@ -89,6 +88,7 @@ def main() -> None:
             path = a.out / f"{arch}_bundle"
         else:  # a random-init full-size model: times only
             import torch
+
             from clipfsar.train import create_model_and_transforms, save_checkpoint
             torch.manual_seed(0)
             model, prep = create_model_and_transforms(arch)

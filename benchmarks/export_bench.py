@@ -72,9 +72,10 @@ def main() -> None:
     for r in rows:
         s = r["sizes_mb"]
         size = f"{s['image_encoder']:.0f} / {s['text_encoder']:.0f} / {s['support_head']:.1f} / {s['query_head']:.1f}"
-        for batch, l in r["latency"].items():
-            print(f"| {r['arch']} | {r['export_s']:.0f} | {size} | {batch} | {l['torch_ms']:.0f} | {l['ort_ms']:.0f} "
-                  f"| {l['ratio']:.2f}x |")
+        for batch, lat in r["latency"].items():
+            print(f"| {r['arch']} | {r['export_s']:.0f} | {size} | {batch} | {lat['torch_ms']:.0f} "
+                  f"| {lat['ort_ms']:.0f} "
+                  f"| {lat['ratio']:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,8 @@ def encoder_rows(arch: str, out: Path, clips: Path, runs: int):
                 times[k].append(time.perf_counter() - t)
         med = {k: 1000 * statistics.median(v) for k, v in times.items()}
         for k, ms in med.items():
-            rows.append({"arch": arch, "batch": batch, "variant": k, "ms": ms, "ratio_to_torch": ms / med["PyTorch eager"],
+            rows.append({"arch": arch, "batch": batch, "variant": k, "ms": ms,
+                         "ratio_to_torch": ms / med["PyTorch eager"],
                          "cos_mean": float(cos[k].mean()) if k in cos else None,
                          "cos_min": float(cos[k].min()) if k in cos else None})
             print(json.dumps(rows[-1]), flush=True)

@@ -2,7 +2,8 @@
 
 The demo's recipe (``clipfsar/demo.py``): the shipped pretrained tiny weights with the image tower (``visual.*``)
 re-initialised from the seed, the text tower frozen, 900 steps x 4 episodes, 5-way 1-shot, query 3, lr 1e-3 cosine,
-warm-up 10 from 1e-5, alpha 0.5 (until 2026-11-30: 450 steps, alpha 1.5; ``--steps``/``--alpha``). This script trains that recipe with and without the text token in the prototypes
+warm-up 10 from 1e-5, alpha 0.5 (until 2026-11-30: 450 steps, alpha 1.5; ``--steps``/``--alpha``).
+This script trains that recipe with and without the text token in the prototypes
 (the same ``TrainConfig`` the demo builds, through the same ``Trainer``), for each training seed, on one synthetic
 data set (``clipfsar synth DATA --seed 0 --clips 20``, what the demo makes), and evaluates each run on the test
 split, 5-way 1-shot and 5-shot, 2,000 seeded episodes (seed 0), beta 0.9:
@@ -59,11 +60,10 @@ def spread(run: Path, data: Path, episodes: int, shot: int, beta: float = 0.9) -
     """Per-query spread across classes of the two terms of the fused log-probability (see the module doc)."""
     import torch
 
-    from clipfsar.train.checkpoint import load_checkpoint
+    from clipfsar.train.checkpoint import best_checkpoint, load_checkpoint
     from clipfsar.train.data import load_split
     from clipfsar.train.episodes import episodes as make_episodes
     from clipfsar.train.features import ClipLoader, all_clips, class_offsets, encode_clips
-    from clipfsar.train.checkpoint import best_checkpoint
 
     model, prep, _ = load_checkpoint(best_checkpoint(run))
     model.eval()

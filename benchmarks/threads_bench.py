@@ -17,9 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from clipfsar.runtime.cli.bench import ReplaySource
-from clipfsar.runtime.classify.classifier import Classifier
 from clipfsar.runtime.base.threads import usable_cores
+from clipfsar.runtime.classify.classifier import Classifier
+from clipfsar.runtime.cli.bench import ReplaySource
 
 CONFIGS = [("default (0), spinning", 0, True), ("default (0), no spinning", 0, False),
            ("1, no spinning", 1, False), ("2, no spinning", 2, False)]

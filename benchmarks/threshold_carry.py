@@ -38,8 +38,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     from clipfsar.runtime import Classifier
-    from clipfsar.runtime.bundle.reader import Bundle
     from clipfsar.runtime.bundle.edit import set_cohort
+    from clipfsar.runtime.bundle.reader import Bundle
     from clipfsar.runtime.teaching.openset import make_cohort, read_split
     if Bundle.open(a.bundle).manifest.calibration.get("threshold", {}).get("score") != "znorm":
         raise SystemExit(f"{a.bundle}: run `clipfsar calibrate-threshold` first (a znorm threshold is needed)")

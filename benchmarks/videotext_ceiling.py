@@ -195,13 +195,14 @@ def main(argv=None) -> dict:
         return measure(args, betas)
     except ClipFsarError as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from e
 
 
 def measure(args, betas: Sequence[float]) -> dict:
     """Every number of the report (see the module docstring)."""
 
     import torch
+
     from clipfsar.train.data import load_split
     from clipfsar.train.episodes import episodes as make_episodes
     from clipfsar.train.evaluate import evaluate_features
@@ -210,8 +211,7 @@ def measure(args, betas: Sequence[float]) -> dict:
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     if args.run is not None:
-        from clipfsar.train.checkpoint import load_checkpoint
-        from clipfsar.train.checkpoint import best_checkpoint
+        from clipfsar.train.checkpoint import best_checkpoint, load_checkpoint
         model, prep, _ = load_checkpoint(best_checkpoint(args.run))
         source = str(args.run)
     else:

@@ -6,15 +6,16 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from clipfsar.runtime.bundle.reader import Bundle
-from clipfsar.runtime.engines.backends import OnnxGraph
 from clipfsar.runtime.base.errors import DatasetError
+from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.classify.fusion import fuse_probs
+from clipfsar.runtime.engines.backends import OnnxGraph
 from clipfsar.runtime.engines.precision import choose_precisions
-from clipfsar.runtime.video.preprocess import preprocess_frames
 from clipfsar.runtime.video.clips import read_clip
+from clipfsar.runtime.video.preprocess import preprocess_frames
 from clipfsar.train.data import load_split
-from clipfsar.train.episodes import Accuracy, episode_accuracies, episodes as make_episodes
+from clipfsar.train.episodes import Accuracy, episode_accuracies
+from clipfsar.train.episodes import episodes as make_episodes
 
 
 def _tokens(bundle: Bundle, names: List[str]) -> np.ndarray:
@@ -66,7 +67,8 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "test", way: int 
         probs["p"].append(fuse_probs(out["p_fewshot"], out["p_videotext"], beta))
     acc = {b: Accuracy.of(a) for b, a in episode_accuracies({k: np.stack(v) for k, v in probs.items()}).items()}
     extra = {"predictions": np.stack(probs["p_fewshot"]).argmax(-1).reshape(-1).tolist()} if predictions else {}
-    return {**extra, "precisions": chosen, "bundle": str(bundle_dir), "backend": graphs["image_encoder"].providers[0], "split": split, "way": way,
+    return {**extra, "precisions": chosen, "bundle": str(bundle_dir), "backend": graphs["image_encoder"].providers[0],
+            "split": split, "way": way,
             "shot": shot, "episodes": episodes, "seed": seed, "beta": beta, "accuracy": acc["fewshot"].accuracy,
             "ci95": acc["fewshot"].ci95, "branches": {b: {"accuracy": a.accuracy, "ci95": a.ci95}
                                                       for b, a in acc.items()}}

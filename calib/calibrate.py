@@ -20,10 +20,10 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from clipfsar.runtime.bundle.reader import Bundle
-from clipfsar.runtime.bundle.edit import NewVariant, add_variants
-from clipfsar.runtime.engines.backends import OnnxGraph
 from clipfsar.runtime.base.errors import ClipFsarError
+from clipfsar.runtime.bundle.edit import NewVariant, add_variants
+from clipfsar.runtime.bundle.reader import Bundle
+from clipfsar.runtime.engines.backends import OnnxGraph
 
 from .data import collect_frames
 from .fp16 import to_fp16

@@ -20,8 +20,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from clipfsar.runtime.base.errors import DatasetError, VideoError
-from clipfsar.runtime.video.preprocess import preprocess_frames
 from clipfsar.runtime.video.clips import count_frames, is_clip, read_frames, sample_indices
+from clipfsar.runtime.video.preprocess import preprocess_frames
 
 log = logging.getLogger(__name__)
 

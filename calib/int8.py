@@ -88,8 +88,13 @@ def quantize_static_graph(src: Path, dst: Path, batches: Iterable[Dict[str, np.n
     Raises:
         ValueError: an unknown ``method`` or no calibration batch.
     """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
-        quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {', '.join(METHODS)}, got '{method}'")
     batches = list(batches)

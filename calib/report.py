@@ -38,7 +38,8 @@ def compare_outputs(ref, variant, batches: List[Dict[str, np.ndarray]]) -> Dict:
             d = per.setdefault(name, {"cos": [], "diff": []})
             d["cos"].append(_cosines(a[name], b[name]))
             d["diff"].append(float(np.abs(a[name].astype(np.float64) - b[name]).max()))
-    outputs = {n: {"cosine_mean": float(np.concatenate(d["cos"]).mean()), "cosine_min": float(np.concatenate(d["cos"]).min()),
+    outputs = {n: {"cosine_mean": float(np.concatenate(d["cos"]).mean()),
+                   "cosine_min": float(np.concatenate(d["cos"]).min()),
                    "max_abs_diff": max(d["diff"])} for n, d in per.items()}
     return {"cosine_mean": min(o["cosine_mean"] for o in outputs.values()),
             "cosine_min": min(o["cosine_min"] for o in outputs.values()),

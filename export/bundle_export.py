@@ -11,15 +11,14 @@ import numpy as np
 import torch
 
 import clipfsar
-from clipfsar.runtime.bundle.reader import MANIFEST, Bundle, PrototypeStore, write_bundle
-from clipfsar.runtime.engines.backends import OnnxGraph
 from clipfsar.runtime.base.errors import ClipFsarError
 from clipfsar.runtime.base.output_folder import check_output_folder
-from clipfsar.runtime.video.preprocess import preprocess_frames
+from clipfsar.runtime.bundle.reader import MANIFEST, Bundle, PrototypeStore, write_bundle
+from clipfsar.runtime.engines.backends import OnnxGraph
 from clipfsar.runtime.video.clips import read_clip, video_fps
-from clipfsar.train.checkpoint import load_checkpoint
+from clipfsar.runtime.video.preprocess import preprocess_frames
+from clipfsar.train.checkpoint import best_checkpoint, load_checkpoint
 from clipfsar.train.episodes import episode_rng
-from clipfsar.train.checkpoint import best_checkpoint
 
 from .onnx_export import PARITY_TOL, export_all
 from .runtime_assets import fit_and_store_calibration, write_tokenizer

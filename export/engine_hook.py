@@ -14,8 +14,8 @@ from typing import Dict, List, Optional
 import click
 
 from clipfsar.runtime.base.errors import ConfigError
-from clipfsar.runtime.engines.trt_profile import ProfileOptions
 from clipfsar.runtime.cli.engine import build_bundle_engines, engine_options, profile_options
+from clipfsar.runtime.engines.trt_profile import ProfileOptions
 
 log = logging.getLogger(__name__)
 OPTION_NAMES = ("max_batch", "max_classes", "max_shots", "opt_batch", "opt_classes", "opt_shots", "workspace_mb",

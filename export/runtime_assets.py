@@ -5,9 +5,9 @@ import logging
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from clipfsar.runtime.bundle.reader import Bundle
-from clipfsar.runtime.bundle.edit import update_manifest
 from clipfsar.runtime.base.errors import ClipFsarError
+from clipfsar.runtime.bundle.edit import update_manifest
+from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.teaching.tokenizer import build_tokenizer_json, tokenizer_manifest_entry
 
 log = logging.getLogger(__name__)

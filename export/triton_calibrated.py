@@ -22,7 +22,8 @@ CALIBRATED_OUTPUT = "calibrated_probs"
 def add_calibrated_output(model, text: np.ndarray, shots: np.ndarray, calibration: Dict) -> None:
     """Append nodes computing ``calibrated_probs`` (B, N) from the head's ``query`` (B, T, D) input and its
     ``distances`` (B, N) / ``probs`` (B, N) outputs, in place (``onnx.ModelProto``). ``calibration``: the one the
-    runtime uses (:func:`clipfsar.runtime.teaching.calibration.runtime_calibration`); without a temperature the output is
+    runtime uses (:func:`~clipfsar.runtime.teaching.calibration.runtime_calibration`)
+   ; without a temperature the output is
     ``probs`` itself. Float32 throughout (the runtime computes in float64: differences ~1e-7)."""
     from onnx import TensorProto, helper, numpy_helper
     graph = model.graph

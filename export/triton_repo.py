@@ -36,11 +36,11 @@ from typing import Dict, Optional
 import numpy as np
 
 from clipfsar.runtime.base.atomic import staged_folder
-from clipfsar.runtime.bundle.reader import Bundle
-from clipfsar.runtime.teaching.calibration import runtime_calibration, split_threshold
 from clipfsar.runtime.base.errors import ClipFsarError
 from clipfsar.runtime.base.output_folder import check_output_folder
+from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.engines.triton_protocol import HEAD_OUTPUTS, INFO_MODEL, store_digest
+from clipfsar.runtime.teaching.calibration import runtime_calibration, split_threshold
 
 from .triton_calibrated import CALIBRATED_OUTPUT, add_calibrated_output
 
@@ -104,7 +104,8 @@ def model_config(name: str, inputs, outputs, max_batch: int, kind: str, instance
 
 def _verified_engine(engines: Path, graph: str, sha256: str, precision: str) -> Optional[Path]:
     """A cached TensorRT engine of ``graph`` built from this exact graph and precision, its bytes matching its
-    record (runtime/engines/trt_cache.py); None when there is none. It runs only on the GPU/TensorRT it was built for."""
+    record (runtime/engines/trt_cache.py);
+    None when there is none. It runs only on the GPU/TensorRT it was built for."""
     for rec_path in sorted(Path(engines).glob(f"{graph}.{precision}.*.json")):
         try:
             rec = json.loads(rec_path.read_text())
@@ -281,8 +282,8 @@ class TritonPythonModel:
 def _znorm_info(b: Bundle) -> Dict:
     """The open-set score's per-class cohort statistics (runtime/teaching/cohort.py), for applications that threshold
     the served ``distances`` themselves."""
-    from clipfsar.runtime.teaching.cohort import ZNorm, load_cohort
     from clipfsar.runtime.engines.backends import OnnxGraph
+    from clipfsar.runtime.teaching.cohort import ZNorm, load_cohort
     cohort = load_cohort(b)
     if cohort is None:
         raise ClipFsarError(f"bundle {b.root}: its threshold is on 'znorm' but it has no open-set cohort; run "

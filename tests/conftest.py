@@ -22,6 +22,7 @@ def synth_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     import torch
+
     from clipfsar.train import create_model_and_transforms, save_checkpoint
     torch.manual_seed(0)
     model, prep = create_model_and_transforms("tiny", frames=8)
@@ -41,6 +42,7 @@ def tiny_bundle(tmp_path_factory, tiny_checkpoint, synth_data) -> Path:
 def stream_file(tmp_path_factory) -> Path:
     """A 3 s video at 12 fps (36 frames): a circle moving left, then a star rotating, then a square growing."""
     import numpy as np
+
     from clipfsar.train.synth import render_clip, write_video
     rng = np.random.default_rng(7)
     frames = []

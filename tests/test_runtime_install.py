@@ -43,7 +43,8 @@ def test_base_distribution_runs_without_torch(tmp_path, tiny_bundle, stream_file
     assert "needs the training extra" in r.stderr and "pip install 'clip-fsar[train]'" in r.stderr
 
 
-@pytest.mark.parametrize("command", [["train", "--data", "d", "--out", "o"], ["eval", "--checkpoint", "c", "--data", "d"],
+@pytest.mark.parametrize("command", [["train", "--data", "d", "--out", "o"],
+                                     ["eval", "--checkpoint", "c", "--data", "d"],
                                      ["export", "--checkpoint", "c", "--support", "s", "--out", "o"], ["demo"]])
 def test_training_commands_without_the_extra_say_how_to_install_it(command, tmp_path):
     """torch made unimportable in-process (as on a runtime-only install): a message, exit 2, no traceback."""

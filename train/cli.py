@@ -1,12 +1,9 @@
 """Training-side subcommands: ``synth``, ``archs``, ``train``, ``eval``."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Optional
 
 import click
-
 
 
 @click.command()
@@ -75,7 +72,8 @@ def train(data, out, config_file, preset, resume, stop_after, milestones, no_tex
     """Train CLIP-FSAR on episodic N-way K-shot tasks."""
     from clipfsar.runtime.base.jsonconfig import from_dict, read_json
 
-    from .config import TrainConfig, preset as get_preset
+    from .config import TrainConfig
+    from .config import preset as get_preset
     from .loop import Trainer, resumed_config
 
     if resume:

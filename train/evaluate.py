@@ -7,7 +7,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .episodes import Accuracy, Episode, episode_accuracies, episodes as make_episodes
+from .episodes import Accuracy, Episode, episode_accuracies
+from .episodes import episodes as make_episodes
 from .model import CLIPFSAR, fuse
 
 
@@ -64,10 +65,9 @@ def evaluate_checkpoint(checkpoint, data, split: str = "test", way: int = 5, sho
     """
     from pathlib import Path
 
-    from .checkpoint import load_checkpoint
+    from .checkpoint import best_checkpoint, load_checkpoint
     from .data import load_split
     from .features import ClipLoader, all_clips, class_offsets, encode_clips
-    from .checkpoint import best_checkpoint
 
     ckpt = best_checkpoint(Path(checkpoint))
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from clipfsar.runtime.base.atomic import staged_file
-from clipfsar.runtime.video.preprocess import PreprocessConfig, preprocess_frames
 from clipfsar.runtime.video.clips import read_clip
+from clipfsar.runtime.video.preprocess import PreprocessConfig, preprocess_frames
 
 from .data import ClipSet
 from .episodes import episode_rng

@@ -28,8 +28,8 @@ import torch
 
 from clipfsar.runtime.base.atomic import staged_file
 from clipfsar.runtime.base.errors import ClipFsarError, ConfigError, VideoError
-from clipfsar.runtime.video.preprocess import PreprocessConfig, normalize, resize_and_crop
 from clipfsar.runtime.video.clips import count_frames, read_frames, sample_indices
+from clipfsar.runtime.video.preprocess import PreprocessConfig, normalize, resize_and_crop
 
 from .captions import CAPTIONS_FILE, group_by_clip, is_image, read_captions, split_clip_filter
 

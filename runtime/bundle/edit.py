@@ -14,8 +14,16 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from clipfsar.runtime.base.atomic import staged_file
-from clipfsar.runtime.bundle.reader import MANIFEST, PRECISIONS, SCHEMA_VERSION, VARIANTS_DIR, Bundle, Manifest, sha256_of
 from clipfsar.runtime.base.errors import BundleError
+from clipfsar.runtime.bundle.reader import (
+    MANIFEST,
+    PRECISIONS,
+    SCHEMA_VERSION,
+    VARIANTS_DIR,
+    Bundle,
+    Manifest,
+    sha256_of,
+)
 from clipfsar.runtime.bundle.store import PrototypeStore
 
 
@@ -240,7 +248,7 @@ COHORT_PREFIX = "cohort"
 
 def set_cohort(root: Path, features, info: Dict[str, Any], calibration: Optional[Dict[str, Any]] = None,
                timeout: float = 30.0) -> Bundle:
-    """Store the open-set cohort (M, T, D) float32 frame features (runtime/teaching/cohort.py) atomically, under the lock:
+    """Store the open-set cohort (M, T, D) float32 frame features (teaching/cohort.py) atomically, under the lock:
     a new file named by its hash (mode 0644), then the manifest's ``cohort`` entry (``info`` plus file and sha256)
     and, if given, the new ``calibration`` entry (its threshold fitted on this cohort) in one rename, then the old
     cohort file is removed.

@@ -92,11 +92,11 @@ class Manifest:
     parity: Dict[str, Any] = field(default_factory=dict)
     precision_report: Dict[str, Any] = field(default_factory=dict)  # end-to-end report per precision (calib/)
     # optional (older bundles open without them): the runtime tokenizer file (runtime/teaching/tokenizer.py) and the
-    # calibration of user-facing scores (runtime/teaching/calibration.py: temperature, zero-shot map, "unknown" threshold)
+    # calibration of user-facing scores (teaching/calibration.py: temperature, zero-shot map, "unknown" threshold)
     tokenizer: Dict[str, Any] = field(default_factory=dict)
     calibration: Dict[str, Any] = field(default_factory=dict)
     class_map: Dict[str, str] = field(default_factory=dict)  # class folder -> class name (--class-names)
-    # optional: frame features of clips of actions that are not enrolled, for the open-set score (runtime/teaching/cohort.py)
+    # optional: frame features of clips of actions that are not enrolled, for the open-set score (teaching/cohort.py)
     cohort: Dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> Dict[str, Any]:

@@ -16,10 +16,17 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 from clipfsar.runtime.base.atomic import staged_folder
-from clipfsar.runtime.bundle.manifest import (PRECISIONS, SCHEMA_VERSION, GraphSpec, Manifest, ModelFacts, TensorSpec,  # noqa: F401
-                              VariantSpec)
 from clipfsar.runtime.base.errors import BundleError
 from clipfsar.runtime.base.output_folder import check_output_folder
+from clipfsar.runtime.bundle.manifest import (  # noqa: F401
+    PRECISIONS,
+    SCHEMA_VERSION,
+    GraphSpec,
+    Manifest,
+    ModelFacts,
+    TensorSpec,
+    VariantSpec,
+)
 from clipfsar.runtime.bundle.store import PrototypeStore
 
 MANIFEST = "manifest.json"

@@ -11,8 +11,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from clipfsar.runtime.classify.classifier import UNKNOWN, Decision
 from clipfsar.runtime.base.errors import ClipFsarError, VideoError
+from clipfsar.runtime.classify.classifier import UNKNOWN, Decision
 from clipfsar.runtime.video.clips import fourcc_for
 
 

@@ -15,15 +15,15 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from clipfsar.runtime.bundle.reader import Bundle
-from clipfsar.runtime.engines.backends import create_graph
 from clipfsar.runtime.base.errors import BundleError, ClipFsarError
+from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.classify.fusion import fuse_probs
-from clipfsar.runtime.engines.precision import choose_precisions
-from clipfsar.runtime.video.preprocess import preprocess_frames
 from clipfsar.runtime.classify.results import UNKNOWN, ClipResult, Decision, StreamStats
 from clipfsar.runtime.classify.streaming import StreamingMixin
+from clipfsar.runtime.engines.backends import create_graph
+from clipfsar.runtime.engines.precision import choose_precisions
 from clipfsar.runtime.video.clips import sample_indices
+from clipfsar.runtime.video.preprocess import preprocess_frames
 
 __all__ = ["Classifier", "ClipResult", "Decision", "StreamStats", "UNKNOWN"]
 
@@ -58,7 +58,7 @@ class Classifier(StreamingMixin):
         self.stats = StreamStats(precisions=dict(self.precisions))
         self._use_bundle(bundle)
 
-    # ----- classes and calibration (runtime/teaching/enroll.py, runtime/teaching/classes.py, runtime/teaching/calibration.py) ---------------
+    # ----- classes and calibration (teaching/enroll.py, teaching/classes.py, teaching/calibration.py) ----------
     def _use_bundle(self, bundle: Bundle) -> None:
         """Adopt a (re)opened bundle's store and calibration; the sessions stay."""
         from clipfsar.runtime.teaching.calibration import runtime_calibration, split_threshold
@@ -69,7 +69,7 @@ class Classifier(StreamingMixin):
         self.open_set_score, threshold = split_threshold(cal)
         self.default_threshold = threshold or 0.0
         self._znorm = None
-        if self.open_set_score == "znorm":  # per-class cohort statistics for the open-set score (runtime/teaching/cohort.py)
+        if self.open_set_score == "znorm":  # per-class cohort statistics for the open-set score (teaching/cohort.py)
             from clipfsar.runtime.teaching.cohort import ZNorm, load_cohort
             cohort = load_cohort(bundle)
             if cohort is None:
@@ -162,7 +162,7 @@ class Classifier(StreamingMixin):
         if (beta is None and self.calibrated) or self._znorm is not None:
             from clipfsar.runtime.teaching.calibration import calibrated_probs, video_text_cos
             cos = video_text_cos(feats, store.text_features)
-            if beta is None and self.calibrated:  # what users read: calibrated probabilities (runtime/teaching/calibration.py)
+            if beta is None and self.calibrated:  # what users read: calibrated probabilities (teaching/calibration.py)
                 probs = calibrated_probs(out["distances"], cos, store.shots, self._calibration).astype(np.float32)
             if self._znorm is not None:  # the open-set score (runtime/teaching/cohort.py), (B,)
                 out = dict(out, known=self._znorm.known(out["distances"], cos, store.shots))

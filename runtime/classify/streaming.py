@@ -16,14 +16,14 @@ import numpy as np
 
 from clipfsar.runtime.base.errors import ClipFsarError
 from clipfsar.runtime.classify.results import Decision
-from clipfsar.runtime.video.sources import Frame, Gap, SourceError, open_source
 from clipfsar.runtime.video.clips import sample_indices
+from clipfsar.runtime.video.sources import Frame, Gap, SourceError, open_source
 
 log = logging.getLogger(__name__)
 
 
 class StreamingMixin:
-    # ----- streams (used by runtime/classifier.Classifier) --------------------------------------------------------------------------------------------
+    # ----- streams (used by classify/classifier.Classifier) -------------------------------------------------
     def stream(self, source, window: Optional[float] = None, hop: Optional[float] = None,
                threshold: Optional[float] = None,
                smooth: int = 1, max_fps: Optional[float] = None,

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
+from clipfsar.runtime.base.redact import refuse_url
 from clipfsar.runtime.classify.classifier import Classifier
 from clipfsar.runtime.engines.backends import usable_backends
-from clipfsar.runtime.base.redact import refuse_url
 from clipfsar.runtime.video.sources import FileSource, Frame
 
 
@@ -59,7 +59,7 @@ def run_bench(bundle: Path, source: Path, backends: Optional[List[str]] = None, 
     results = []
     for backend in backends:
         clf = Classifier.load(bundle, backend=backend, threads=threads, spinning=threads == 0, precision=precision)
-        for d in clf.stream(ReplaySource(source, 200)):  # warm-up (session initialisation, allocator)
+        for _ in clf.stream(ReplaySource(source, 200)):  # warm-up (session initialisation, allocator)
             pass
         clf.stats = type(clf.stats)(precisions=dict(clf.precisions))
         rss_start = rss_mb()

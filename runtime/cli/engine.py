@@ -40,8 +40,8 @@ def build_bundle_engines(bundle_root: Path, precision: str = "fp32", options: Op
         the ones it has). TensorRTUnavailable: TensorRT, cuda-python or a GPU is missing. EngineBuildError.
     """
     from clipfsar.runtime.bundle.reader import Bundle
-    from clipfsar.runtime.engines.trt_profile import save_profile_options
     from clipfsar.runtime.engines.trt_engine import TensorRTUnavailable, ensure_engine, trt_usable
+    from clipfsar.runtime.engines.trt_profile import save_profile_options
 
     options = options or ProfileOptions()
     if precision not in PRECISIONS:

@@ -20,7 +20,7 @@ def enroll(bundle: Path, clips: Tuple[str, ...], name: str, add: bool, replace: 
     """Enrol a class from K clips (video files or frame folders), or from its NAME alone (no clips: zero-shot),
     into BUNDLE, torch-free. The prototype store is rewritten atomically under a lock."""
     from clipfsar.runtime.bundle.reader import Bundle
-    from clipfsar.runtime.teaching.enroll import EnrollError, Enroller
+    from clipfsar.runtime.teaching.enroll import Enroller, EnrollError
 
     if add and replace:
         raise EnrollError("pass --add or --replace, not both")
@@ -110,9 +110,12 @@ def rename_cmd(bundle: Path, old: str, new: str, timeout: float) -> None:
 @click.option("--data", required=True, type=click.Path(),
               help="Dataset folder (a folder per class + splits/); clips of classes the bundle has not enrolled.")
 @click.option("--split", default="val", show_default=True)
-@click.option("--far", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True, help="Target false-accept rate of unknowns.")
-@click.option("--shot", type=click.IntRange(min=1), default=1, show_default=True, help="Shots of the open-set episodes measured.")
-@click.option("--episodes", type=click.IntRange(min=1), default=500, show_default=True, help="Open-set episodes measured.")
+@click.option("--far", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
+              help="Target false-accept rate of unknowns.")
+@click.option("--shot", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Shots of the open-set episodes measured.")
+@click.option("--episodes", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Open-set episodes measured.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cohort-split", default=None,
               help="Split of --data whose clips (classes not enrolled) become the open-set cohort the 'znorm' score "
@@ -125,11 +128,11 @@ def calibrate_threshold(bundle: Path, data: str, split: str, far: float, shot: i
     uses it by default (--threshold overrides, --threshold 0 turns rejection off)."""
     import os
 
-    from clipfsar.runtime.bundle.reader import Bundle
-    from clipfsar.runtime.bundle.edit import set_cohort
     from clipfsar.runtime.base.errors import DatasetError
-    from clipfsar.runtime.teaching.openset import fit_threshold, make_cohort, store_threshold
     from clipfsar.runtime.base.redact import refuse_url
+    from clipfsar.runtime.bundle.edit import set_cohort
+    from clipfsar.runtime.bundle.reader import Bundle
+    from clipfsar.runtime.teaching.openset import fit_threshold, make_cohort, store_threshold
 
     data = refuse_url(data, "--data")  # a URL is refused (masked) before anything prints it
     if not Path(data).is_dir():

@@ -67,7 +67,8 @@ def _finite(ctx, param, value):
                    "per core, spinning; default: cores - 1, measured for streaming, see README).")
 @click.option("--server", help="Run the encoder and head on a `clipfsar serve` Triton server (grpc://HOST:PORT or "
               "http://HOST:PORT[?timeout=S&retries=N]); decoding, the ring buffer and smoothing stay here.")
-def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: Optional[float], threshold: Optional[float],
+def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: Optional[float],
+        threshold: Optional[float],
         smooth: int, show: bool, save: Optional[Path], as_json: bool, max_fps: Optional[float], live: bool,
         open_timeout: float, read_timeout: float, retries: int, threads: Optional[int],
         fps: Optional[float] = None, precision: str = "auto", server: Optional[str] = None) -> None:
@@ -76,10 +77,10 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
     A live source that stops delivering is reopened; it gives up after at most
     read-timeout + retries x (open-timeout + 1 + read-timeout) + the backoff waits (75.5 s with the defaults).
     """
+    from clipfsar.runtime.base.threads import streaming_threads
     from clipfsar.runtime.classify.annotate import check_can_show, check_save_path
     from clipfsar.runtime.classify.classifier import Classifier
     from clipfsar.runtime.video.sources import open_source
-    from clipfsar.runtime.base.threads import streaming_threads
 
     if save is not None:
         check_save_path(save, source)
@@ -141,8 +142,8 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
 def bench(bundle: Path, source: str, backends, total_frames: int, as_json: bool, threads: Optional[int],
           precision: str = "auto") -> None:
     """Per-stage latency, decisions/s and resident memory over a long stream, per backend."""
-    from clipfsar.runtime.cli.bench import run_bench
     from clipfsar.runtime.base.threads import streaming_threads
+    from clipfsar.runtime.cli.bench import run_bench
 
     report = run_bench(bundle, source, list(backends) or None, total_frames, threads=streaming_threads(threads),
                        precision=precision)
@@ -151,7 +152,8 @@ def bench(bundle: Path, source: str, backends, total_frames: int, as_json: bool,
         return
     for r in report["backends"]:
         click.echo(f"backend {r['backend']} ({r['provider']}; "
-                   f"{', '.join(f'{g} {p}' for g, p in r['precisions'].items())}): {r['decisions_per_s']:.1f} decisions/s, "
+                   f"{', '.join(f'{g} {p}' for g, p in r['precisions'].items())}): "
+                   f"{r['decisions_per_s']:.1f} decisions/s, "
                    f"{r['frames_per_s']:.0f} frames/s read")
         for stage, ms in r["ms_per_decision"].items():
             click.echo(f"  {stage:<11} {ms:8.3f} ms/decision")

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Dict
 
-from clipfsar.runtime.bundle.reader import PRECISIONS, Bundle
 from clipfsar.runtime.base.errors import BundleError, ClipFsarError
+from clipfsar.runtime.bundle.reader import PRECISIONS, Bundle
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,15 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from clipfsar.runtime.base.errors import ClipFsarError
+from clipfsar.runtime.engines.triton_connection import (  # noqa: F401 (re-exported)
+    SCHEMES,
+    ServerMismatchError,
+    ServerRequestError,
+    ServerUnavailableError,
+    TritonConnection,
+    is_remote,
+)
 from clipfsar.runtime.engines.triton_protocol import HEAD_OUTPUTS, SERVED_INPUTS, store_digest
-from clipfsar.runtime.engines.triton_connection import (SCHEMES, ServerMismatchError, ServerRequestError,  # noqa: F401 (re-exported)
-                                ServerUnavailableError, TritonConnection, is_remote)
 
 log = logging.getLogger(__name__)
 

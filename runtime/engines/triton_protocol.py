@@ -1,5 +1,5 @@
-"""What server (runtime/serving/server.py) and client (runtime/engines/triton_client.py) agree on: model and tensor names, and
-the digest of a prototype store."""
+"""What server (serving/server.py) and client (engines/triton_client.py) agree on: model and tensor names, and the
+digest of a prototype store."""
 from __future__ import annotations
 
 import hashlib

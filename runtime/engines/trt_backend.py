@@ -24,8 +24,14 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from clipfsar.runtime.base.errors import ClipFsarError
-from clipfsar.runtime.engines.trt_profile import ProfileOptions, batch_slices, load_profile_options, profile_shapes, shape_problem
 from clipfsar.runtime.engines.trt_engine import cuda_check, ensure_engine, import_cudart, import_tensorrt, trt_logger
+from clipfsar.runtime.engines.trt_profile import (
+    ProfileOptions,
+    batch_slices,
+    load_profile_options,
+    profile_shapes,
+    shape_problem,
+)
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ TensorRT engines are not portable across GPUs or TensorRT versions, so each engi
     <graph>.<precision>.<digest16>.json     its record: the key's fields and the engine file's sha256
 
 plus one TensorRT timing cache per device (``timing-<device digest16>.cache``) and ``profile.json``, the profile
-options ``clipfsar engine`` built with (runtime/engines/trt_profile.py; the runtime reuses them, so it finds those engines). An engine is loaded
+options ``clipfsar engine`` built with (engines/trt_profile.py; the runtime reuses them, so it finds those engines).
+An engine is loaded
 only when its record's key equals this device's key and its bytes match the recorded sha256; anything else is
 rebuilt, and :func:`lookup` says why.
 
@@ -33,9 +34,20 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from clipfsar.runtime.base.atomic import staged_file
 from clipfsar.runtime.base.errors import ClipFsarError
+
 # the profile half lives in trt_profile.py; its names stay importable from here
-from clipfsar.runtime.engines.trt_profile import (AXES, PROFILE_FILE, ProfileOptions, ProfileShapes, Shape, batch_slices,  # noqa: F401
-                          load_profile_options, profile_shapes, save_profile_options, shape_problem)
+from clipfsar.runtime.engines.trt_profile import (  # noqa: F401
+    AXES,
+    PROFILE_FILE,
+    ProfileOptions,
+    ProfileShapes,
+    Shape,
+    batch_slices,
+    load_profile_options,
+    profile_shapes,
+    save_profile_options,
+    shape_problem,
+)
 
 log = logging.getLogger(__name__)
 

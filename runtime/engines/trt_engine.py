@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Tuple
 
 from clipfsar.runtime.base.atomic import staged_file
-from clipfsar.runtime.bundle.reader import sha256_of
 from clipfsar.runtime.base.errors import ClipFsarError
+from clipfsar.runtime.bundle.reader import sha256_of
 from clipfsar.runtime.engines.trt_cache import CacheDecision, DeviceInfo, engine_key, lookup, store, timing_cache_path
 from clipfsar.runtime.engines.trt_profile import ProfileOptions, ProfileShapes, load_profile_options, profile_shapes
 

@@ -39,13 +39,20 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from clipfsar.runtime.base.errors import ClipFsarError
 from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.engines.backends import create_graph
-from clipfsar.runtime.base.errors import ClipFsarError
 from clipfsar.runtime.engines.precision import choose_precisions
-from clipfsar.runtime.serving.env import (DEFAULT_STUB_ENV, STUB_ENV_VAR, ServeError, fix_libpython_path,  # noqa: F401 (public)
-                        port_free, stub_python_env, use_stub_env)
 from clipfsar.runtime.engines.triton_protocol import ENROLL_MODEL, HEAD_OUTPUTS, INFO_MODEL, SERVED_INPUTS, store_digest
+from clipfsar.runtime.serving.env import (  # noqa: F401 (public)
+    DEFAULT_STUB_ENV,
+    STUB_ENV_VAR,
+    ServeError,
+    fix_libpython_path,
+    port_free,
+    stub_python_env,
+    use_stub_env,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import List, Union
 
 import numpy as np
 
-from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.bundle.edit import replace_store
+from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.bundle.store import PrototypeStore
-from clipfsar.runtime.teaching.enroll import EnrollError, Enroller, check_name
+from clipfsar.runtime.teaching.enroll import Enroller, EnrollError, check_name
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from clipfsar.runtime.teaching.calibration import video_text_cos
 from clipfsar.runtime.base.errors import BundleError
+from clipfsar.runtime.teaching.calibration import video_text_cos
 
 SCORE_NAME = "znorm"
 MAX_COHORT_CLIPS = 256

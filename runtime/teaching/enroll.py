@@ -21,16 +21,16 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from clipfsar.runtime.bundle.reader import Bundle
+from clipfsar.runtime.base.errors import BundleError, ClipFsarError, VideoError
+from clipfsar.runtime.base.redact import refuse_url
 from clipfsar.runtime.bundle.edit import replace_store
+from clipfsar.runtime.bundle.names import bad_name_characters
+from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.bundle.store import PrototypeStore
 from clipfsar.runtime.engines.backends import create_graph
-from clipfsar.runtime.base.errors import BundleError, ClipFsarError, VideoError
-from clipfsar.runtime.bundle.names import bad_name_characters
-from clipfsar.runtime.base.redact import refuse_url
-from clipfsar.runtime.video.preprocess import preprocess_frames
 from clipfsar.runtime.teaching.tokenizer import ClipTokenizer
 from clipfsar.runtime.video.clips import IMAGE_EXTS, VIDEO_EXTS, count_frames, is_clip, read_clip, sample_indices
+from clipfsar.runtime.video.preprocess import preprocess_frames
 
 log = logging.getLogger(__name__)
 Clip = Union[str, Path, np.ndarray, Sequence[np.ndarray]]

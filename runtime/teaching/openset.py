@@ -18,15 +18,15 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from clipfsar.runtime.bundle.reader import Bundle
-from clipfsar.runtime.teaching.calibration import video_text_cos
-from clipfsar.runtime.engines.backends import OnnxGraph
 from clipfsar.runtime.base.errors import DatasetError
-from clipfsar.runtime.video.preprocess import preprocess_frames
 from clipfsar.runtime.base.redact import refuse_url
-from clipfsar.runtime.teaching.tokenizer import ClipTokenizer
+from clipfsar.runtime.bundle.reader import Bundle
+from clipfsar.runtime.engines.backends import OnnxGraph
+from clipfsar.runtime.teaching.calibration import video_text_cos
 from clipfsar.runtime.teaching.splits import group_entries, parse_split
+from clipfsar.runtime.teaching.tokenizer import ClipTokenizer
 from clipfsar.runtime.video.clips import VIDEO_EXTS, is_clip, natural_sorted, read_clip
+from clipfsar.runtime.video.preprocess import preprocess_frames
 
 
 def read_split(root: Path, split: str) -> Dict[str, List[Path]]:
@@ -48,7 +48,7 @@ def read_split(root: Path, split: str) -> Dict[str, List[Path]]:
         cands = [folders[name] / clip] + [folders[name] / f"{clip.as_posix()}{e}" for e in VIDEO_EXTS]
         return next((c for c in cands if c.exists()), None)
 
-    # every split form training reads (BOM, official CLIP-FSAR paths, MMAction2 lines, backslashes): runtime/teaching/splits.py
+    # every split form training reads (BOM, official CLIP-FSAR paths, MMAction2 lines, backslashes): teaching/splits.py
     entries = parse_split(lst, lambda c: keys.get(c) or keys.get(" ".join(c.replace("_", " ").split())),
                           lambda name, clip: find(name, clip) is not None)
     out: Dict[str, List[Path]] = {}
@@ -195,7 +195,7 @@ def fit_threshold(bundle: Bundle, data: Path, split: str = "val", far: float = 0
     """Fit the "unknown" threshold on clips of ``split`` classes the bundle has not enrolled, at false-accept
     rate ``far``, and measure every candidate rejection score on open-set episodes of the split.
 
-    The threshold is on ``znorm`` (runtime/teaching/cohort.py) when there is an open-set cohort (``cohort``: features and
+    The threshold is on ``znorm`` (teaching/cohort.py) when there is an open-set cohort (``cohort``: features and
     info from :func:`make_cohort`, else the bundle's own), else on ``max_prob`` (the largest calibrated probability
     over the bundle's enrolled classes): the smallest value that at most ``far`` of those unknown clips reach.
 

@@ -24,9 +24,20 @@ import cv2
 import numpy as np
 
 from clipfsar.runtime.base.errors import VideoError
-from clipfsar.runtime.video.media_files import (DEFAULT_FPS, IMAGE_EXTS, MAX_FPS, MAX_FRAME_COUNT, VIDEO_EXTS,  # noqa: F401 (re-exported)
-                          frame_files, is_clip, is_image_file, natural_key, natural_sorted, sane_fps,
-                          sane_frame_count)
+from clipfsar.runtime.video.media_files import (  # noqa: F401 (re-exported)
+    DEFAULT_FPS,
+    IMAGE_EXTS,
+    MAX_FPS,
+    MAX_FRAME_COUNT,
+    VIDEO_EXTS,
+    frame_files,
+    is_clip,
+    is_image_file,
+    natural_key,
+    natural_sorted,
+    sane_fps,
+    sane_frame_count,
+)
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from typing import Callable, Iterator, List, Optional, Union
 import cv2
 import numpy as np
 
-from clipfsar.runtime.video.netcheck import diagnose
 from clipfsar.runtime.base.redact import redact
-from clipfsar.runtime.video.frames import Frame, Gap, SourceError
 from clipfsar.runtime.video.clips import DEFAULT_FPS, sane_fps, sane_frame_count
+from clipfsar.runtime.video.frames import Frame, Gap, SourceError
+from clipfsar.runtime.video.netcheck import diagnose
 
 log = logging.getLogger(__name__)
 

@@ -12,16 +12,14 @@ which needs an OpenCV built with GStreamer (JetPack's), not the pip wheel.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
 import cv2
-import numpy as np
 
+from clipfsar.runtime.video.clips import DEFAULT_FPS, IMAGE_EXTS, FrameGrabber, frame_files, sane_fps, sane_frame_count
 from clipfsar.runtime.video.frames import Frame, Gap, SourceError  # noqa: F401 (re-exported)
 from clipfsar.runtime.video.live import LiveSource, capture_for, give_up_seconds  # noqa: F401 (re-exported)
-from clipfsar.runtime.video.clips import DEFAULT_FPS, IMAGE_EXTS, FrameGrabber, frame_files, sane_fps, sane_frame_count
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from clipfsar.runtime.base.errors import BundleError
 from clipfsar.runtime.bundle.edit import NewVariant, add_variants
 from clipfsar.runtime.bundle.reader import SCHEMA_VERSION, Bundle
-from clipfsar.runtime.base.errors import BundleError
 
 
 @pytest.fixture
@@ -48,9 +48,11 @@ def test_round_trip_and_graph_path(tmp_path, bundle_copy):
 
 def test_replacing_a_variant_removes_the_old_file(tmp_path, bundle_copy):
     b = Bundle.open(bundle_copy)
-    first = add_variants(bundle_copy, {"image_encoder": {"fp16": NewVariant(_fake_variant(tmp_path, b, "image_encoder", "a"))}})
+    first = add_variants(bundle_copy,
+                         {"image_encoder": {"fp16": NewVariant(_fake_variant(tmp_path, b, "image_encoder", "a"))}})
     old = first.graph_path("image_encoder", "fp16")
-    second = add_variants(bundle_copy, {"image_encoder": {"fp16": NewVariant(_fake_variant(tmp_path, b, "image_encoder", "b"))}})
+    second = add_variants(bundle_copy,
+                          {"image_encoder": {"fp16": NewVariant(_fake_variant(tmp_path, b, "image_encoder", "b"))}})
     assert second.graph_path("image_encoder", "fp16") != old and not old.exists()
 
 
@@ -117,5 +119,6 @@ def test_killed_mid_add_leaves_bundle_valid(tmp_path, bundle_copy):
     assert Bundle.open(bundle_copy).precisions("image_encoder") == ("fp32",)
     # the orphaned copy is cleaned up by the next successful add
     assert os.listdir(bundle_copy / "variants")
-    add_variants(bundle_copy, {"query_head": {"fp16": NewVariant(_fake_variant(tmp_path, Bundle.open(bundle_copy), "query_head", "q"))}})
+    q = _fake_variant(tmp_path, Bundle.open(bundle_copy), "query_head", "q")
+    add_variants(bundle_copy, {"query_head": {"fp16": NewVariant(q)}})
     assert len(os.listdir(bundle_copy / "variants")) == 1

@@ -9,10 +9,10 @@ import pytest
 from clipfsar.calib.fp16 import FP32_OPS, fp16_nodes_among, to_fp16
 from clipfsar.calib.int8 import quantize_static_graph
 from clipfsar.calib.report import format_report
+from clipfsar.runtime.base.errors import BundleError
 from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.classify.classifier import Classifier
 from clipfsar.runtime.engines.backends import OnnxGraph
-from clipfsar.runtime.base.errors import BundleError
 from clipfsar.runtime.engines.precision import PrecisionUnavailableError, choose_precisions
 
 GRAPHS = ("image_encoder", "text_encoder", "support_head", "query_head")

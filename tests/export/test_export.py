@@ -8,9 +8,9 @@ import pytest
 
 from clipfsar.calib.bundle_eval import evaluate_bundle
 from clipfsar.export.trt_lint import lint
+from clipfsar.runtime.base.errors import ClipFsarError, DatasetError
 from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.engines.backends import OnnxGraph
-from clipfsar.runtime.base.errors import ClipFsarError, DatasetError
 from clipfsar.train.evaluate import evaluate_checkpoint
 
 CLI = [sys.executable, "-m", "clipfsar"]
@@ -151,6 +151,7 @@ def test_failed_export_leaves_existing_bundle(tmp_path, tiny_checkpoint, tiny_bu
 @pytest.mark.parametrize("arch", ["ViT-B-16", "RN50"])
 def test_full_size_export(tmp_path, synth_data, arch):
     import torch
+
     from clipfsar.export.bundle_export import export_bundle
     from clipfsar.train import create_model_and_transforms, save_checkpoint
     torch.manual_seed(0)

@@ -54,8 +54,8 @@ def test_forced_external_data_bundle_opens_and_runs(external_bundle, tmp_path):
                                                      "its sha256"),
                                           ("remove", "external data file image_encoder.onnx.data is missing")])
 def test_external_data_is_checked_by_hash(external_bundle, tmp_path, damage, error):
-    from clipfsar.runtime.bundle.reader import Bundle
     from clipfsar.runtime.base.errors import BundleError
+    from clipfsar.runtime.bundle.reader import Bundle
     copy = tmp_path / "b"
     shutil.copytree(external_bundle, copy)
     data = copy / "image_encoder.onnx.data"
@@ -70,8 +70,8 @@ def test_external_data_is_checked_by_hash(external_bundle, tmp_path, damage, err
 
 
 def test_manifest_paths_of_external_data_stay_inside(external_bundle, tmp_path):
-    from clipfsar.runtime.bundle.reader import Bundle
     from clipfsar.runtime.base.errors import BundleError
+    from clipfsar.runtime.bundle.reader import Bundle
     copy = tmp_path / "b"
     shutil.copytree(external_bundle, copy)
     m = json.loads((copy / "manifest.json").read_text())

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from clipfsar.export.triton_repo import export_triton_repo
-from clipfsar.runtime.bundle.reader import Bundle, sha256_of
 from clipfsar.runtime.base.errors import ClipFsarError
+from clipfsar.runtime.bundle.reader import Bundle, sha256_of
 
 CLI = [sys.executable, "-m", "clipfsar"]
 MODELS = ("image_encoder", "query_head", "window_classifier", "bundle_info")
@@ -90,8 +90,8 @@ def test_baked_head_equals_the_bundle_head(repo, tiny_bundle):
 
 
 def test_info_satisfies_the_client_check(repo, tiny_bundle):
-    from clipfsar.runtime.engines.triton_protocol import store_digest
     from clipfsar.runtime.engines.triton_client import BundleCheck
+    from clipfsar.runtime.engines.triton_protocol import store_digest
     b = Bundle.open(tiny_bundle)
     info = json.loads((repo / "bundle_info" / "1" / "info.json").read_text())
     for g in ("image_encoder", "query_head"):
@@ -180,6 +180,7 @@ def test_output_under_a_file_is_a_clear_error(tiny_bundle, tmp_path):
 
 def _calibrated_equals_the_runtime(repo_dir, bundle_dir):
     import onnxruntime as ort
+
     from clipfsar.runtime.classify.classifier import Classifier
     clf = Classifier.load(bundle_dir, backend="cpu")
     baked = ort.InferenceSession(str(repo_dir / "query_head" / "1" / "model.onnx"),
@@ -198,6 +199,7 @@ def test_calibrated_probs_and_threshold_equal_the_local_runtime(repo, tiny_bundl
     calibrated bundle, one with a zero-shot class and a fitted threshold, and an uncalibrated one."""
     import dataclasses
     import shutil
+
     from clipfsar.runtime.bundle.edit import replace_store, update_manifest
     clf, info = _calibrated_equals_the_runtime(repo, tiny_bundle)
     assert clf.calibrated  # the fixture bundle has a fitted temperature (val split)

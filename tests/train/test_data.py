@@ -102,6 +102,7 @@ def test_episodes_reproducible_and_valid():
 
 def test_reads_webm_avi_and_frame_folders(tmp_path):
     import cv2
+
     from clipfsar.train.synth import render_clip, write_video
     frames = render_clip("star", "growing", np.random.default_rng(0), 48, 10)
     for ext in (".webm", ".avi"):

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Callable, Dict, NamedTuple, Optional
 
 import pytest
+from data_media import brightness, write_frame_folder, write_piped_webm, write_video, zero_mjpg_frames
 
 from clipfsar.runtime.base.errors import DatasetError
 from clipfsar.runtime.video.clips import read_clip, read_frames, sample_indices, sane_fps, sane_frame_count
 from clipfsar.train.class_names import load_class_map, looks_like_id
 from clipfsar.train.data import load_split
-
-from data_media import brightness, write_frame_folder, write_piped_webm, write_video, zero_mjpg_frames
 
 
 def _dataset(root: Path, classes: Dict[str, int], split: str, ext: str = ".avi") -> Path:

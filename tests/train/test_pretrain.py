@@ -12,8 +12,7 @@ import torch
 
 from clipfsar.train.captions import CaptionsError, read_captions, split_clip_filter
 from clipfsar.train.data import display_name, load_split
-from clipfsar.train.pretrain import (WEIGHTS_FILE, FrameStore, PretrainConfig, Pretrainer, contrastive_loss,
-                                     encode_video)
+from clipfsar.train.pretrain import WEIGHTS_FILE, FrameStore, PretrainConfig, Pretrainer, contrastive_loss, encode_video
 from clipfsar.train.synth import MOTIONS, SHAPES, make_dataset
 
 CLI = [sys.executable, "-m", "clipfsar"]
@@ -56,6 +55,7 @@ def test_synth_captions_match_their_clips(synth_data):
 
 def test_pretraining_lowers_the_contrastive_loss(pretrained, synth_data):
     import open_clip
+
     from clipfsar.train.backbone import create_clip
     from clipfsar.train.factory import preprocess_config_of
     torch.manual_seed(0)
@@ -79,6 +79,7 @@ def test_pretraining_lowers_the_contrastive_loss(pretrained, synth_data):
 
 def test_weights_load_like_any_local_weights_file(pretrained):
     import open_clip
+
     from clipfsar.train import create_model_and_transforms
     file = Path(pretrained.cfg.out) / WEIGHTS_FILE
     ref = pretrained.clip.eval()

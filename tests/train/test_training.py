@@ -134,6 +134,7 @@ def test_ddp_two_gloo_processes(synth_data, tmp_path):
 def test_killed_run_resumes_and_nothing_is_corrupt(synth_data, tmp_path):
     import signal
     import time
+
     from clipfsar.train.checkpoint import load_checkpoint
     run = tmp_path / "run"
     p = subprocess.Popen(CLI + ["train", "--data", str(synth_data), "--out", str(run), "--steps", "80", "--way", "3",

@@ -1,4 +1,4 @@
-"""Fixes from a fresh-user review: each bad input gives a clear error naming it (exit 2 from the CLI) and loses
+"""Bad values and names: each bad input gives a clear error naming it (exit 2 from the CLI) and loses
 nothing stored."""
 import functools
 import http.server
@@ -41,6 +41,7 @@ def _cli(*args) -> _Result:
     import contextlib
     import io
     import sys
+
     from clipfsar.cli import main
     out, argv, code = io.StringIO(), sys.argv, 0
     sys.argv = ["clipfsar", *map(str, args)]
@@ -72,8 +73,9 @@ def test_fit_threshold_api_refuses_bad_counts(tmp_path):
 @pytest.mark.parametrize("bad", ["wave\nhand", "wave\thand", "wave\x01", "wave\u2028hand"])
 def test_class_names_with_control_characters_are_refused_everywhere(tiny_bundle, tmp_path, bad):
     import numpy as np
-    from clipfsar.runtime.bundle.reader import PROTOTYPES_FILE, PrototypeStore
+
     from clipfsar.runtime.base.errors import BundleError, DatasetError
+    from clipfsar.runtime.bundle.reader import PROTOTYPES_FILE, PrototypeStore
     from clipfsar.runtime.teaching.classes import list_classes
     from clipfsar.train.class_names import load_class_map
 
@@ -94,6 +96,7 @@ def test_class_names_with_control_characters_are_refused_everywhere(tiny_bundle,
 
 def test_export_refuses_a_support_folder_named_with_control_characters(tmp_path, stream_file):
     import shutil
+
     from clipfsar.export.support import read_support
     from clipfsar.runtime.base.errors import DatasetError
     (tmp_path / "wave\x01").mkdir()
@@ -143,11 +146,12 @@ def test_out_of_range_values_are_refused_by_the_cli(tmp_path, args):
 
 
 def test_out_of_range_values_are_refused_by_the_api(tiny_bundle, stream_file):
-    from clipfsar.runtime.classify.classifier import Classifier
     from clipfsar.runtime.base.errors import ClipFsarError
+    from clipfsar.runtime.classify.classifier import Classifier
     clf = Classifier.load(tiny_bundle, backend="cpu")
     for kwargs, message in (({"threshold": 1.5}, "--threshold must be a score in"),
-                            ({"threshold": float("nan")}, "--threshold"), ({"hop": 0}, "--hop must be a positive number"),
+                            ({"threshold": float("nan")}, "--threshold"),
+                            ({"hop": 0}, "--hop must be a positive number"),
                             ({"window": -1}, "--window must be a positive number"),
                             ({"window": 1e-9}, "shorter than one frame of")):
         with pytest.raises(ClipFsarError, match=message):
@@ -156,6 +160,7 @@ def test_out_of_range_values_are_refused_by_the_api(tiny_bundle, stream_file):
 
 def test_classes_remove_and_rename_remind_the_threshold_and_honour_timeout(tiny_bundle, tmp_path):
     import shutil
+
     from clipfsar.runtime.bundle.edit import bundle_lock, update_manifest
     from clipfsar.runtime.bundle.reader import Bundle
     b = tmp_path / "b"

@@ -168,8 +168,8 @@ def test_eight_streams_all_served_and_batched(server, tiny_bundle, stream_file, 
 
 @needs_server
 def test_bundle_with_other_classes_is_refused(server, tiny_bundle, tmp_path):
-    from clipfsar.runtime.teaching.classes import remove_class
     from clipfsar.runtime.engines.triton_client import ServerMismatchError
+    from clipfsar.runtime.teaching.classes import remove_class
     other = tmp_path / "other"
     shutil.copytree(tiny_bundle, other)
     remove_class(other, Classifier.load(other, backend="cpu").class_names[0])
@@ -182,6 +182,7 @@ def test_bundle_with_other_classes_is_refused(server, tiny_bundle, tmp_path):
 @needs_server
 def test_other_graph_is_refused(server, tiny_bundle, tmp_path):
     import json
+
     from clipfsar.runtime.bundle.reader import sha256_of
     from clipfsar.runtime.engines.triton_client import ServerMismatchError
     other = tmp_path / "other"
@@ -263,8 +264,8 @@ def test_server_killed_mid_stream_no_decision_invented(tiny_bundle, stream_file,
 @needs_server
 def test_enroll_through_the_server(server, tiny_bundle, synth_data, tmp_path):
     """Last of the server tests: it changes the served store."""
-    from clipfsar.runtime.engines.triton_protocol import store_digest
     from clipfsar.runtime.engines.triton_client import ServerMismatchError, ServerRequestError, TritonConnection
+    from clipfsar.runtime.engines.triton_protocol import store_digest
     from clipfsar.runtime.video.clips import count_frames, read_frames
     cls = (synth_data / "splits" / "train.txt").read_text().split()[0]
     clips = [read_frames(c, list(range(count_frames(c)))) for c in sorted((synth_data / cls).glob("*.mp4"))[:2]]

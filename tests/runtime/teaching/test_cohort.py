@@ -1,4 +1,4 @@
-"""The Z-normalised open-set score (runtime/teaching/cohort.py): its math, the cohort in the bundle, the runtime using it."""
+"""The Z-normalised open-set score (teaching/cohort.py): its math, the cohort in the bundle, the runtime using it."""
 import json
 import math
 import subprocess
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from clipfsar.runtime import Classifier
-from clipfsar.runtime.bundle.reader import Bundle
+from clipfsar.runtime.base.errors import BundleError
 from clipfsar.runtime.bundle.edit import set_cohort, update_manifest
+from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.teaching.calibration import video_text_cos
 from clipfsar.runtime.teaching.cohort import ZNorm, class_distances, load_cohort, sample_cohort
-from clipfsar.runtime.base.errors import BundleError
 from clipfsar.runtime.teaching.openset import build_cohort, encode_split
 from clipfsar.runtime.video.clips import read_clip
 

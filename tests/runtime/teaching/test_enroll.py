@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from clipfsar.runtime import Classifier
+from clipfsar.runtime.base.errors import BundleError, VideoError
 from clipfsar.runtime.bundle.reader import Bundle, sha256_of
 from clipfsar.runtime.teaching.classes import list_classes, remove_class, rename_class
-from clipfsar.runtime.teaching.enroll import EnrollError, Enroller
-from clipfsar.runtime.base.errors import BundleError, VideoError
+from clipfsar.runtime.teaching.enroll import Enroller, EnrollError
 from clipfsar.runtime.teaching.tokenizer import TokenizerError
 
 CLI = [sys.executable, "-m", "clipfsar"]
@@ -68,6 +68,7 @@ def test_replace_zero_shot_and_frame_arrays(bundle, synth_data):
 def test_short_clip_repeats_frames(bundle, synth_data, tmp_path):
     """A clip shorter than T frames: frames repeated TSN-style, as in training (a 3-frame folder)."""
     import cv2
+
     from clipfsar.runtime.video.clips import read_frames
     src = _clips(synth_data, Bundle.open(bundle).store.class_names[0], 1)[0]
     folder = tmp_path / "short"

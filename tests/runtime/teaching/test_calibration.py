@@ -8,8 +8,16 @@ import pytest
 
 from clipfsar.runtime import Classifier
 from clipfsar.runtime.bundle.reader import Bundle
-from clipfsar.runtime.teaching.calibration import (auroc, expected_calibration_error, fit_temperature,
-                                          fit_zero_shot, oscr, softmax, threshold_at_far, video_text_cos)
+from clipfsar.runtime.teaching.calibration import (
+    auroc,
+    expected_calibration_error,
+    fit_temperature,
+    fit_zero_shot,
+    oscr,
+    softmax,
+    threshold_at_far,
+    video_text_cos,
+)
 from clipfsar.runtime.teaching.enroll import Enroller
 from clipfsar.runtime.video.clips import read_clip
 

@@ -112,6 +112,7 @@ def test_trt_engines_match_onnxruntime_and_are_cached(tiny_bundle, tmp_path):
 @needs_trt
 def test_classifier_on_trt_matches_cpu(tiny_bundle, stream_file, tmp_path):
     import shutil
+
     from clipfsar.runtime import Classifier
     from clipfsar.runtime.video.clips import count_frames, read_frames
     bundle = tmp_path / "b"
@@ -129,6 +130,7 @@ def test_classifier_on_trt_matches_cpu(tiny_bundle, stream_file, tmp_path):
 def test_engine_precision_per_graph(tiny_bundle, tmp_path):
     """fp16 asked, only the image encoder has it: the heads get fp32 engines unless named explicitly."""
     import shutil
+
     from clipfsar.calib.fp16 import to_fp16
     from clipfsar.runtime.bundle.edit import NewVariant, add_variants
     from clipfsar.runtime.bundle.reader import BundleError
@@ -163,10 +165,11 @@ def test_trt_run_path_does_not_need_onnxruntime(tmp_path, tiny_bundle, stream_fi
 def test_dynamic_int8_variant_is_refused_for_engines(tiny_bundle, tmp_path):
     """TensorRT's int8 is explicit Q/DQ: a dynamic-quantization variant gets a clear error, not a parser failure."""
     import shutil
+
     from clipfsar.calib.int8 import quantize_dynamic_graph
     from clipfsar.runtime.bundle.edit import NewVariant, add_variants
-    from clipfsar.runtime.engines.precision import PrecisionUnavailableError
     from clipfsar.runtime.cli.engine import engine_precisions
+    from clipfsar.runtime.engines.precision import PrecisionUnavailableError
     root = tmp_path / "b"
     shutil.copytree(tiny_bundle, root)
     method = quantize_dynamic_graph(root / "image_encoder.onnx", tmp_path / "ie8.onnx")

@@ -9,8 +9,8 @@ import torch
 
 from clipfsar.runtime import Classifier
 from clipfsar.runtime.base.errors import BundleError
-from clipfsar.runtime.video.sources import SourceError
 from clipfsar.runtime.video.clips import count_frames, read_frames
+from clipfsar.runtime.video.sources import SourceError
 from clipfsar.train.checkpoint import load_checkpoint
 from clipfsar.train.features import load_clip_array
 

@@ -1,4 +1,4 @@
-"""`clipfsar run` inputs from a fresh-user review: --save never overwrites the source, --show on a headless
+"""`clipfsar run` inputs refused before streaming: --save never overwrites the source, --show on a headless
 machine and an impossible camera index are clear errors (exit 2, no traceback) before any streaming."""
 import os
 import shutil

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from clipfsar.runtime.bundle.reader import SCHEMA_VERSION, Bundle
 from clipfsar.runtime.base.errors import BundleError
+from clipfsar.runtime.bundle.reader import SCHEMA_VERSION, Bundle
 
 CLI = [sys.executable, "-m", "clipfsar"]
 

@@ -9,11 +9,10 @@ import time
 import numpy as np
 import pytest
 
+from clipfsar.runtime.base.errors import BundleError
 from clipfsar.runtime.bundle.edit import bundle_lock, replace_store
 from clipfsar.runtime.bundle.reader import Bundle, PrototypeStore
 from clipfsar.runtime.teaching.enroll import Enroller
-from clipfsar.runtime.base.errors import BundleError
-
 
 WRITER = """
 import sys

@@ -7,8 +7,14 @@ import pytest
 
 from clipfsar.runtime.base.errors import ClipFsarError, ConfigError
 from clipfsar.runtime.engines.trt_cache import DeviceInfo, engine_key, key_mismatch, lookup, store, timing_cache_path
-from clipfsar.runtime.engines.trt_profile import (ProfileOptions, batch_slices, load_profile_options, profile_shapes,
-                                          save_profile_options, shape_problem)
+from clipfsar.runtime.engines.trt_profile import (
+    ProfileOptions,
+    batch_slices,
+    load_profile_options,
+    profile_shapes,
+    save_profile_options,
+    shape_problem,
+)
 
 # the I/O contract export/graphs.py writes into every manifest (T=8, D=32, context 16 here)
 INPUTS = {
@@ -23,8 +29,8 @@ DEVICE = DeviceInfo("NVIDIA H200", "9.0", "10.9.0.34")
 SHA = hashlib.sha256(b"graph").hexdigest()
 
 
-def key(device=DEVICE, sha=SHA, precision="fp16", options=ProfileOptions(), graph="query_head"):
-    return engine_key(device, sha, precision, profile_shapes(INPUTS[graph], options))
+def key(device=DEVICE, sha=SHA, precision="fp16", options=None, graph="query_head"):
+    return engine_key(device, sha, precision, profile_shapes(INPUTS[graph], options or ProfileOptions()))
 
 
 def test_profile_covers_every_dynamic_axis_of_every_graph():
@@ -41,7 +47,7 @@ def test_profile_covers_every_dynamic_axis_of_every_graph():
 def test_profile_of_a_real_manifest(tiny_bundle):
     from clipfsar.runtime.bundle.reader import Bundle
     b = Bundle.open(tiny_bundle)
-    for name, spec in b.manifest.graphs.items():
+    for spec in b.manifest.graphs.values():
         shapes = profile_shapes(spec.inputs, ProfileOptions())
         assert set(shapes) == {t.name for t in spec.inputs}
         for t in spec.inputs:
@@ -204,6 +210,7 @@ def test_timing_cache_is_per_device(tmp_path):
 
 def test_cuda_check_unpacks_cuda_python_results():
     import enum
+
     from clipfsar.runtime.engines.trt_engine import cuda_check
 
     class cudaError_t(enum.IntEnum):  # the shape of cuda-python's error enum

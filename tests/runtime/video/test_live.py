@@ -7,11 +7,10 @@ import threading
 import time
 
 import pytest
+from fakes_live import FakeCamera, MjpegServer, SilentServer, free_port
 
 from clipfsar.runtime.video.live import LiveSource, give_up_seconds
 from clipfsar.runtime.video.sources import Frame, Gap, SourceError
-
-from fakes_live import FakeCamera, MjpegServer, SilentServer, free_port
 
 CLI = [sys.executable, "-m", "clipfsar"]
 

@@ -4,8 +4,8 @@ import shutil
 import numpy as np
 import pytest
 
-from clipfsar.runtime.bundle.reader import SCHEMA_VERSION, Bundle, PrototypeStore
 from clipfsar.runtime.base.errors import BundleError
+from clipfsar.runtime.bundle.reader import SCHEMA_VERSION, Bundle, PrototypeStore
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clipfsar.runtime.bundle.reader import Bundle, Manifest, PrototypeStore
 from clipfsar.runtime.base.errors import ClipFsarError
+from clipfsar.runtime.bundle.reader import Bundle, Manifest, PrototypeStore
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 40, 2 ** 40) | st.floats(allow_nan=True)
                     | st.text(max_size=12),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
+sys.path.insert(0, str(Path(__file__).parents[2] / "train"))
 from data_media import brightness, write_frame_folder, write_piped_webm, write_video, zero_mjpg_frames  # noqa: E402
 
 from clipfsar.runtime.video.sources import FileSource, ImageFolderSource, SourceError, open_source  # noqa: E402

@@ -2,7 +2,15 @@ import cv2
 import numpy as np
 import pytest
 
-from clipfsar.runtime.video.sources import FileSource, Frame, Gap, ImageFolderSource, LiveSource, SourceError, open_source
+from clipfsar.runtime.video.sources import (
+    FileSource,
+    Frame,
+    Gap,
+    ImageFolderSource,
+    LiveSource,
+    SourceError,
+    open_source,
+)
 
 
 def test_file_source_loses_no_frame(stream_file):
