@@ -16,7 +16,8 @@ from clipfsar.runtime.base.errors import ClipFsarError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "trt", "tensorrt", "cuda", "cpu")  # trt: native TensorRT (trt_backend); tensorrt: onnxruntime's EP
+# trt: native TensorRT (trt_backend); tensorrt: onnxruntime's EP; openvino: OpenVINO on the CPU (openvino_backend)
+BACKENDS = ("auto", "trt", "tensorrt", "cuda", "openvino", "cpu")
 _PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -69,7 +70,18 @@ def usable_backends() -> List[str]:
             out.append("tensorrt")
         if _PROVIDERS["cuda"] in available:
             out.append("cuda")
+    if openvino_on_x86():
+        out.append("openvino")
     return out + (["cpu"] if available else [])
+
+
+def openvino_on_x86() -> bool:
+    """Whether OpenVINO is installed and has a CPU device on this x86-64 machine (where ``auto`` prefers it)."""
+    import platform
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    from clipfsar.runtime.engines.openvino_backend import openvino_usable
+    return openvino_usable("CPU")[0]
 
 
 def _provider_list(backend: str, cache_dir: Optional[Path], precision: str = "fp32") -> List:
@@ -102,13 +114,14 @@ class OnnxGraph:
                  spinning: bool = True, precision: str = "fp32"):
         import onnxruntime as ort
 
-        if backend not in BACKENDS or backend == "trt":
+        if backend not in BACKENDS or backend in ("trt", "openvino"):
             raise ClipFsarError(f"unknown onnxruntime backend '{backend}'; choose one of "
-                                f"{', '.join(b for b in BACKENDS if b != 'trt')} (trt: use create_graph)")
+                                f"{', '.join(b for b in BACKENDS if b not in ('trt', 'openvino'))} "
+                                f"(trt, openvino: use create_graph)")
         ort.set_default_logger_severity(3)
         available = ort.get_available_providers()
         if backend == "auto":
-            order = [b for b in usable_backends() if b != "trt"]
+            order = [b for b in usable_backends() if b not in ("trt", "openvino")]
         else:
             if _PROVIDERS[backend] not in available:
                 raise BackendUnavailableError(
@@ -208,6 +221,10 @@ def create_graph(path: Path, backend: str = "auto", cache_dir: Optional[Path] = 
                         raise
                     raise BackendUnavailableError(f"backend 'trt' did not start for {path}: {e}") from e
                 log.warning("native TensorRT did not start for %s (%s); using onnxruntime", Path(path).name, e)
+    if backend == "openvino" or (backend == "auto" and cuda_device_count() == 0 and openvino_on_x86()):
+        from clipfsar.runtime.engines.openvino_backend import openvino_graph
+        return openvino_graph(Path(path), precision, cache_dir, threads, graph_sha256, _graph_name(path), spec,
+                              announce=backend == "auto")
     return OnnxGraph(Path(path), backend, cache_dir, threads, spinning, precision=precision)
 
 
