@@ -84,19 +84,13 @@ def openvino_on_x86() -> bool:
     return openvino_usable("CPU")[0]
 
 
-def _provider_list(backend: str, cache_dir: Optional[Path], precision: str = "fp32") -> List:
-    # TensorRT EP: precision flags match the variant; engines and timing caches in their own folder per precision
-    trt_opts = {"trt_engine_cache_enable": True, "trt_fp16_enable": precision == "fp16",
-                "trt_int8_enable": precision == "int8", "trt_timing_cache_enable": True}
-    if cache_dir is not None and backend == "tensorrt":
-        ep_dir = Path(cache_dir) / "ort-tensorrt" / precision
-        try:
-            ep_dir.mkdir(parents=True, exist_ok=True)
-            trt_opts["trt_engine_cache_path"] = trt_opts["trt_timing_cache_path"] = str(ep_dir)
-        except OSError as e:  # a read-only bundle: the EP keeps its engines in the working folder
-            log.warning("cannot create the TensorRT EP cache %s: %s", ep_dir, e)
+def _provider_list(backend: str, cache_dir: Optional[Path], precision: str = "fp32", profile=None) -> List:
+    # TensorRT EP: no precision flags (the variant carries its precision), the native engines' profile, caches in
+    # <cache>/ort-tensorrt/<precision> or none (runtime/engines/trt_ep.py)
     if backend == "tensorrt":
-        return [("TensorrtExecutionProvider", trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        from clipfsar.runtime.engines.trt_ep import tensorrt_ep_options
+        return [("TensorrtExecutionProvider", tensorrt_ep_options(cache_dir, precision, profile)),
+                "CUDAExecutionProvider", "CPUExecutionProvider"]
     if backend == "cuda":
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
@@ -111,8 +105,13 @@ class OnnxGraph:
     """
 
     def __init__(self, path: Path, backend: str = "auto", cache_dir: Optional[Path] = None, threads: int = 0,
-                 spinning: bool = True, precision: str = "fp32"):
-        import onnxruntime as ort
+                 spinning: bool = True, precision: str = "fp32", profile=None):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # a Jetson with TensorRT only: auto gets here when TensorRT cannot run either
+            raise BackendUnavailableError(f"no backend can run {path}: onnxruntime is not installed ({e}) and the "
+                                          f"native TensorRT backend is not usable; pip install onnxruntime, or "
+                                          f"see docs/tensorrt.md") from e
 
         if backend not in BACKENDS or backend in ("trt", "openvino"):
             raise ClipFsarError(f"unknown onnxruntime backend '{backend}'; choose one of "
@@ -144,7 +143,7 @@ class OnnxGraph:
             try:
                 # onnxruntime 1.31's CPU NCHWc layout pass crashes (SIGSEGV) on fp16 graphs with a Conv; it only
                 # re-lays fp32 Convs, so an fp16 variant loses nothing without it
-                sess = ort.InferenceSession(str(path), opts, providers=_provider_list(b, cache_dir, precision),
+                sess = ort.InferenceSession(str(path), opts, providers=_provider_list(b, cache_dir, precision, profile),
                                            disabled_optimizers=["NchwcTransformer"] if precision == "fp16" else None)
             except Exception as e:  # a GPU provider that fails to start: try the next one
                 last_error = e
@@ -225,7 +224,11 @@ def create_graph(path: Path, backend: str = "auto", cache_dir: Optional[Path] = 
         from clipfsar.runtime.engines.openvino_backend import openvino_graph
         return openvino_graph(Path(path), precision, cache_dir, threads, graph_sha256, _graph_name(path), spec,
                               announce=backend == "auto")
-    return OnnxGraph(Path(path), backend, cache_dir, threads, spinning, precision=precision)
+    profile = None
+    if backend in ("tensorrt", "auto") and spec is not None:  # the EP gets the native engines' profile
+        from clipfsar.runtime.engines.trt_profile import load_profile_options, profile_shapes
+        profile = profile_shapes(spec.inputs, load_profile_options(cache_dir))
+    return OnnxGraph(Path(path), backend, cache_dir, threads, spinning, precision=precision, profile=profile)
 
 
 def _graph_name(path: Path) -> str:

@@ -29,7 +29,9 @@ ProfileShapes = Dict[str, Tuple[Shape, Shape, Shape]]  # input name -> (min, opt
 @dataclass(frozen=True)
 class ProfileOptions:
     """min / opt / max of every dynamic axis (min is always 1). An ``opt_*`` left at None is the default
-    (batch 1: one live stream; classes 5: a 5-way task; shots 1) capped at the axis' max.
+    (batch 1: one live stream; classes 5: a 5-way task; shots 1) capped at the axis' max. ``workspace_mb``: the
+    TensorRT workspace limit engines were built with (None: the device's default, see
+    ``trt_engine.default_workspace_mb``); saved with the profile so the runtime asks for the same engines.
 
     Raises:
         ConfigError: a value below 1, or an opt above its max (the message names the option).
@@ -40,8 +42,12 @@ class ProfileOptions:
     opt_batch: Optional[int] = None
     opt_classes: Optional[int] = None
     opt_shots: Optional[int] = None
+    workspace_mb: Optional[int] = None
 
     def __post_init__(self) -> None:
+        w = self.workspace_mb
+        if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
+            raise ConfigError(f"--workspace-mb must be >= 1, got {w!r}")
         for axis, default in (("batch", 1), ("classes", 5), ("shots", 1)):
             mx, opt = getattr(self, f"max_{axis}"), getattr(self, f"opt_{axis}")
             if not isinstance(mx, int) or isinstance(mx, bool) or mx < 1:
