@@ -14,10 +14,15 @@ import click
 @click.option("--length", default=24, show_default=True, help="Frames per clip.")
 @click.option("--fps", default=12.0, show_default=True)
 @click.option("--ext", type=click.Choice([".mp4", ".avi", ".webm"]), default=".mp4", show_default=True)
-def synth(out: Path, seed: int, clips_per_class: int, size: int, length: int, fps: float, ext: str) -> None:
-    """Write synthetic action clips (shapes x motions) to OUT, with OUT/splits/{train,val,test}.txt."""
+@click.option("--family", type=click.Choice(["motion", "appearance"]), default="motion", show_default=True,
+              help="motion: classes are shape x motion (the Something-Something analogue); appearance: shape x "
+                   "scene, each clip moving at random (the Kinetics/UCF/HMDB analogue).")
+def synth(out: Path, seed: int, clips_per_class: int, size: int, length: int, fps: float, ext: str,
+          family: str) -> None:
+    """Write synthetic action clips to OUT, with OUT/splits/{train,val,test}.txt and OUT/captions.txt (clip and
+    per-frame captions)."""
     from .synth import make_dataset
-    splits = make_dataset(out, seed, clips_per_class, size, length, fps, ext)
+    splits = make_dataset(out, seed, clips_per_class, size, length, fps, ext, family=family)
     for split, names in splits.items():
         click.echo(f"{split}: {len(names)} classes x {clips_per_class} clips")
     click.echo(f"wrote {out}")

@@ -1,42 +1,78 @@
-"""Procedural action clips: shapes x motions written as real video files, split by class.
+"""Procedural action clips in two families, written as real video files, split by class, with captions.
 
-Every val/test class combines a shape and a motion that both appear, in other combinations, in the train split.
+* ``motion`` (the Something-Something analogue): classes are shape x motion ("a circle moving left"); the
+  background is plain and dark, so only the motion tells two classes of one shape apart.
+* ``appearance`` (the Kinetics / UCF / HMDB analogue): classes are shape x scene ("a circle on grass"); each clip's
+  object moves with a random motion (motion is irrelevant to the class), so what is in the frames defines it.
+
+Both use the same split design: a cyclic Latin square over the two factors, so every val/test class's two factors
+are seen in train, never together (``split_classes``). Besides the videos, ``make_dataset`` writes what was drawn as
+captions (``captions.txt``): clip rows (class name and variations, ``captions.synth_captions``) and one row per frame
+that states the frame's true state (shape, colour, size, position, orientation, background or scene;
+``captions.frame_caption``), as CLIP learned from alt-texts.
 """
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
 
-from clipfsar.runtime.base.errors import ClipFsarError
+from clipfsar.runtime.base.errors import ClipFsarError, ConfigError
 from clipfsar.runtime.video.clips import fourcc_for
 
-from .captions import CAPTIONS_FILE, synth_captions
+from .captions import CAPTIONS_FILE, frame_caption, synth_captions
 
 SHAPES = ("circle", "square", "triangle", "star", "cross")
 MOTIONS = ("moving left", "moving right", "moving up", "moving down", "rotating clockwise",
            "rotating anticlockwise", "growing", "shrinking", "bouncing")
+# appearance family: where the object is; the phrase is what the class name and the captions say
+SCENES = ("on grass", "in the sky", "on sand", "on bricks", "on water", "in snow", "on a checkerboard",
+          "on stripes", "at night")
+FAMILIES = ("motion", "appearance")
+FACTS_FILE = "synth.json"  # OUT/synth.json: family, factors of every class (what a benchmark or the demo reads)
 
 
-def class_name(shape: str, motion: str) -> str:
-    return f"a {shape} {motion}"
+def class_name(shape: str, factor: str) -> str:
+    """``a {shape} {motion}`` (motion family) or ``a {shape} {scene}`` (appearance family)."""
+    return f"a {shape} {factor}"
+
+
+def class_factors(name: str) -> Tuple[str, str]:
+    """``"a star on grass"`` -> ``("star", "on grass")``: the shape and the second factor of a synthetic class."""
+    shape, factor = name[2:].split(" ", 1)
+    return shape, factor
+
+
+def family_of(name: str) -> str:
+    """The family a synthetic class name belongs to (``motion`` or ``appearance``)."""
+    return "appearance" if class_factors(name)[1] in SCENES else "motion"
 
 
 def folder_name(name: str) -> str:
     return name.replace(" ", "_")
 
 
-def split_classes(seed: int) -> Dict[str, List[str]]:
-    """Classes per split: a cyclic Latin design, so each val/test class's shape and motion are seen in train."""
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown synthetic family '{family}'; choose one of {', '.join(FAMILIES)}")
+
+
+def split_classes(seed: int, family: str = "motion") -> Dict[str, List[str]]:
+    """Classes per split: a cyclic Latin design over shape x (motion | scene): class (i, j) goes to test when
+    ``(i + j) % 5 == 0``, val when 1, train otherwise, so each val/test class's two factors are in train (in other
+    pairs) and no val/test pair is. 9 test, 9 val, 27 train classes for both families."""
+    _check_family(family)
     rng = np.random.default_rng(seed)
     shapes = list(rng.permutation(SHAPES))
-    motions = list(rng.permutation(MOTIONS))
+    second = list(rng.permutation(MOTIONS if family == "motion" else SCENES))
     splits: Dict[str, List[str]] = {"train": [], "val": [], "test": []}
     for i, s in enumerate(shapes):
-        for j, m in enumerate(motions):
+        for j, m in enumerate(second):
             k = (i + j) % len(shapes)
             split = "test" if k == 0 else "val" if k == 1 else "train"
             splits[split].append(class_name(s, m))
@@ -63,27 +99,93 @@ def _shape_points(shape: str, radius: float) -> np.ndarray:
 
 
 def _draw(img: np.ndarray, shape: str, cx: float, cy: float, radius: float, angle: float,
-          colour: Tuple[int, int, int]) -> None:
+          colour: Tuple[int, int, int], outline: bool = False) -> None:
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     if shape == "circle":
+        if outline:
+            cv2.circle(img, (int(cx), int(cy)), int(radius) + 1, (0, 0, 0), -1, cv2.LINE_AA)
         cv2.circle(img, (int(cx), int(cy)), int(radius), colour, -1, cv2.LINE_AA)
     else:
-        pts = _shape_points(shape, radius) @ rot.T + (cx, cy)
-        cv2.fillPoly(img, [np.round(pts).astype(np.int32)], colour, cv2.LINE_AA)
+        pts = np.round(_shape_points(shape, radius) @ rot.T + (cx, cy)).astype(np.int32)
+        if outline:
+            cv2.polylines(img, [pts], True, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.fillPoly(img, [pts], colour, cv2.LINE_AA)
     # a contrasting marker near the rim makes rotation visible for every shape (a circle too)
     mx, my = np.array([0.0, -radius * 0.6]) @ rot.T + (cx, cy)
     cv2.circle(img, (int(mx), int(my)), max(2, int(radius * 0.22)), tuple(255 - c for c in colour), -1)
 
 
+# ----- scenes (appearance family) ---------------------------------------------------------------------------------
+def _scene(scene: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``size`` x ``size`` BGR uint8 background for ``scene``, with jittered tint, scale and phase."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size  # 0 .. 1
+    j = lambda lo, hi: float(rng.uniform(lo, hi))
+    tint = rng.integers(-12, 13, 3)
+    ph, sc = j(0, 2 * math.pi), j(0.8, 1.25)
+    if scene == "on grass":  # green, vertical blades
+        blades = np.sin(x * 60 * sc + ph + 2 * np.sin(y * 7)) * 0.5 + 0.5
+        base = np.stack([30 + 10 * blades, 90 + 50 * blades, 30 + 15 * blades], -1)
+    elif scene == "in the sky":  # blue gradient with soft clouds
+        clouds = np.clip(np.sin(x * 9 * sc + ph) * np.sin(y * 5 * sc + 1.3 * ph) - 0.3, 0, 1)
+        base = np.stack([200 - 60 * y + 40 * clouds, 130 - 40 * y + 70 * clouds, 60 - 20 * y + 110 * clouds], -1)
+    elif scene == "on sand":  # beige with fine grain
+        grain = rng.normal(0, 14, (size, size))
+        base = np.stack([110 + grain, 165 + grain, 195 + grain], -1)
+    elif scene == "on bricks":  # red-brown bricks, grey mortar
+        rows = (y * 8 * sc + ph).astype(int)
+        cols = (x * 4 * sc + 0.5 * (rows % 2)).astype(int)
+        mortar = (np.modf(y * 8 * sc + ph)[0] < 0.15) | (np.modf(x * 4 * sc + 0.5 * (rows % 2))[0] < 0.08)
+        shade = ((rows * 7 + cols * 3) % 5) * 6.0
+        base = np.stack([40 + shade, 55 + shade, 140 + shade], -1)
+        base[mortar] = (150, 150, 150)
+    elif scene == "on water":  # blue-cyan horizontal waves
+        waves = np.sin(y * 40 * sc + 3 * np.sin(x * 6 + ph)) * 0.5 + 0.5
+        base = np.stack([150 + 50 * waves, 100 + 40 * waves, 20 + 10 * waves], -1)
+    elif scene == "in snow":  # pale grey-white with flakes
+        base = np.full((size, size, 3), 215.0) - 40 * y[..., None]
+        flakes = rng.random((size, size)) < 0.03
+        base[flakes] = 255
+    elif scene == "on a checkerboard":  # grey checks
+        cell = ((x * 6 * sc + ph).astype(int) + (y * 6 * sc + ph).astype(int)) % 2
+        base = np.repeat((60 + 90 * cell)[..., None], 3, -1).astype(np.float32)
+    elif scene == "on stripes":  # purple diagonal stripes
+        s = (np.sin((x + y) * 25 * sc + ph) > 0).astype(np.float32)
+        base = np.stack([120 + 60 * s, 40 + 20 * s, 110 + 50 * s], -1)
+    elif scene == "at night":  # dark navy with small stars
+        base = np.stack([55 - 20 * y, 20 - 8 * y, 15 - 5 * y], -1)
+        stars = rng.random((size, size)) < 0.012
+        base[stars] = (230, 230, 230)
+    else:
+        raise ValueError(scene)
+    return np.clip(base + tint, 0, 255).astype(np.uint8)
+
+
+# ----- clips --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FrameState:
+    """What one frame shows: the object's ``shape``, ``colour`` (B, G, R), ``radius_frac`` (radius / frame size),
+    centre ``x``, ``y`` (0 .. 1 of the frame, y down), ``angle`` (radians, the marker's direction from "up",
+    clockwise), and the ``background`` phrase (``on a dark background`` or the scene)."""
+    shape: str
+    colour: Tuple[int, int, int]
+    radius_frac: float
+    x: float
+    y: float
+    angle: float
+    background: str
+
+
 def render_clip(shape: str, motion: str, rng: np.random.Generator, size: int = 96,
                 length: int = 24) -> List[np.ndarray]:
-    """One clip as uint8 BGR frames, with jittered speed, size, start, colour, background and noise."""
+    """One motion-family clip as uint8 BGR frames, with jittered speed, size, start, colour, background, noise."""
     return render_clip_with_facts(shape, motion, rng, size, length)[0]
 
 
 def render_clip_with_facts(shape: str, motion: str, rng: np.random.Generator, size: int = 96,
-                           length: int = 24) -> Tuple[List[np.ndarray], Dict[str, object]]:
-    """``render_clip`` plus what was drawn: ``colour`` (B, G, R), ``radius_frac`` (radius / size), ``speed``."""
+                           length: int = 24, scene: str = "") -> Tuple[List[np.ndarray], Dict[str, object]]:
+    """``render_clip`` plus what was drawn: ``colour`` (B, G, R), ``radius_frac`` (radius / size), ``speed``,
+    ``motion`` and ``frames`` (a ``FrameState`` per frame). With ``scene`` (appearance family) the object is drawn
+    outlined on that scene instead of a plain dark background."""
     # a dark, slightly tinted background and a bright object: colour varies, contrast stays
     bg = rng.integers(20, 90) + rng.integers(-15, 16, 3)
     colour = tuple(int(c) for c in rng.integers(150, 256, 3))
@@ -93,7 +195,8 @@ def render_clip_with_facts(shape: str, motion: str, rng: np.random.Generator, si
     cx0, cy0 = size * rng.uniform(0.35, 0.65), size * rng.uniform(0.35, 0.65)
     angle0 = rng.uniform(0, 2 * math.pi)
     noise = rng.uniform(2, 10)
-    frames = []
+    background = _scene(scene, size, rng) if scene else None
+    frames, states = [], []
     for i in range(length):
         u = i / max(1, length - 1)  # 0 .. 1 over the clip
         cx, cy, r, ang = cx0, cy0, radius, angle0
@@ -115,12 +218,28 @@ def render_clip_with_facts(shape: str, motion: str, rng: np.random.Generator, si
             r = radius * (0.6 + 1.2 * (1 - u) * speed)
         elif motion == "bouncing":
             cy = cy0 + size * 0.25 - abs(math.sin(2 * math.pi * u * speed)) * size * 0.4
-        img = np.empty((size, size, 3), np.uint8)
-        img[:] = bg
-        _draw(img, shape, cx, cy, r, ang, colour)
+        if background is None:
+            img = np.empty((size, size, 3), np.uint8)
+            img[:] = bg
+        else:
+            img = background.copy()
+        _draw(img, shape, cx, cy, r, ang, colour, outline=background is not None)
         img = np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
         frames.append(img)
-    return frames, {"colour": colour, "radius_frac": radius / size, "speed": speed}
+        states.append(FrameState(shape, colour, r / size, cx / size, cy / size, ang % (2 * math.pi),
+                                 scene or "on a dark background"))
+    return frames, {"colour": colour, "radius_frac": radius / size, "speed": speed, "motion": motion,
+                    "frames": states}
+
+
+def render_class_clip(name: str, rng: np.random.Generator, size: int = 96,
+                      length: int = 24) -> Tuple[List[np.ndarray], Dict[str, object]]:
+    """A clip of synthetic class ``name`` of either family (appearance: a random motion) and what was drawn."""
+    shape, factor = class_factors(name)
+    if factor in SCENES:
+        motion = MOTIONS[int(rng.integers(len(MOTIONS)))]
+        return render_clip_with_facts(shape, motion, rng, size, length, scene=factor)
+    return render_clip_with_facts(shape, factor, rng, size, length)
 
 
 def write_video(path: Path, frames: List[np.ndarray], fps: float = 12.0) -> None:
@@ -138,32 +257,50 @@ def write_video(path: Path, frames: List[np.ndarray], fps: float = 12.0) -> None
 
 
 def make_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int = 96, length: int = 24,
-                 fps: float = 12.0, ext: str = ".mp4") -> Dict[str, List[str]]:
-    """Write the synthetic dataset: ``OUT/<class_folder>/<clip>.mp4``, ``OUT/splits/{train,val,test}.txt`` and
-    ``OUT/captions.txt`` (``class_folder/clip<TAB>caption`` rows, several per clip: the class name in the default
-    prompt and variations naming shape, colour, size, motion, direction and speed; see ``captions.synth_captions``).
+                 fps: float = 12.0, ext: str = ".mp4", family: str = "motion",
+                 frame_captions: bool = True) -> Dict[str, List[str]]:
+    """Write a synthetic dataset of ``family`` (``motion`` or ``appearance``, module docstring):
+    ``OUT/<class_folder>/<clip>.mp4``, ``OUT/splits/{train,val,test}.txt``, ``OUT/synth.json`` (family, factors
+    of each class) and ``OUT/captions.txt``: ``class_folder/clip<TAB>caption`` clip rows (several per clip, see
+    ``captions.synth_captions``) and, with ``frame_captions``, ``class_folder/clip<TAB>frame<TAB>caption`` rows,
+    one per frame, saying what that frame shows (``captions.frame_caption``).
 
     Example:
-        >>> make_dataset(Path("synth"), seed=0, clips_per_class=10)
+        >>> make_dataset(Path("synth"), seed=0, clips_per_class=10, family="appearance")
     """
+    _check_family(family)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ClipFsarError(f"output folder {out} exists and is not empty; choose a new one")
-    splits = split_classes(seed)
+    splits = split_classes(seed, family)
     (out / "splits").mkdir(parents=True, exist_ok=True)
     captions: List[str] = []
     for split_idx, (split, names) in enumerate(splits.items()):
         for class_idx, name in enumerate(names):
-            shape, motion = name[2:].split(" ", 1)
             folder = out / folder_name(name)
             folder.mkdir()
             rng = np.random.default_rng([seed, split_idx, class_idx])
             for c in range(clips_per_class):
-                frames, facts = render_clip_with_facts(shape, motion, rng, size, length)
+                frames, facts = render_class_clip(name, rng, size, length)
+                rel = f"{folder.name}/{c:04d}{ext}"
                 write_video(folder / f"{c:04d}{ext}", frames, fps)
                 caption_rng = np.random.default_rng([seed, split_idx, class_idx, c, 1])  # not the clip's stream
-                captions += [f"{folder.name}/{c:04d}{ext}\t{t}\n"
-                             for t in synth_captions(shape, motion, facts, caption_rng)]
+                captions += [f"{rel}\t{t}\n" for t in synth_captions(*class_factors(name), facts, caption_rng)]
+                if frame_captions:
+                    captions += [f"{rel}\t{i}\t{frame_caption(s, caption_rng)}\n"
+                                 for i, s in enumerate(facts["frames"])]
         (out / "splits" / f"{split}.txt").write_text("".join(folder_name(n) + "\n" for n in names))
     (out / CAPTIONS_FILE).write_text("".join(captions))
+    facts = {"family": family, "seed": seed, "splits": splits,
+             "factors": {n: dict(zip(("shape", "motion" if family == "motion" else "scene"), class_factors(n)))
+                         for names in splits.values() for n in names}}
+    (out / FACTS_FILE).write_text(json.dumps(facts, indent=2) + "\n")
     return splits
+
+
+def shares_a_factor(a: str, b: str) -> bool:
+    """Whether two synthetic classes have the same shape or the same motion / scene."""
+    fa, fb = class_factors(a), class_factors(b)
+    return fa[0] == fb[0] or fa[1] == fb[1]
+
+

@@ -32,7 +32,8 @@ def test_synth_captions_match_their_clips(synth_data):
     rows = read_captions(synth_data / "captions.txt")
     clips = {}
     for r in rows:
-        clips.setdefault(r.path, []).append(r.caption)
+        if r.frame is None:  # clip rows (frame rows: test_frame_captions.py)
+            clips.setdefault(r.path, []).append(r.caption)
     every_clip = [p.resolve() for s in ("train", "val", "test")
                   for c in load_split(synth_data, s, scan=False).clips.values() for p, _ in c]
     assert sorted(clips) == sorted(every_clip)  # every clip captioned, nothing else
@@ -133,8 +134,13 @@ BAD_CAPTIONS = [
     ("a_circle_moving_left/9999.mp4\ta circle\n", "line 2: clip 'a_circle_moving_left/9999.mp4' not found"),
     ("{clip}\t   \n", "line 2: the caption of '{clip}' is empty"),
     ("{clip}\t" + "a very long caption " * 10 + "\n", "line 2: the caption needs"),
-    ("{clip}\ta circle\tmoving left\n", "line 2: expected 2 tab-separated columns"),
-    ("{clip} a circle moving left\n", "line 2: expected 2 tab-separated columns"),
+    ("{clip}\ta circle\tmoving left\n", "line 2: the frame column must be a 0-based frame index"),
+    ("{clip}\t0\ta\tb\n", "line 2: expected 2 or 3 tab-separated columns"),
+    ("{clip} a circle moving left\n", "line 2: expected 2 or 3 tab-separated columns"),
+    # per-frame rows: a frame the clip does not have (the shared set's clips have 16 frames), a bad index
+    ("{clip}\t16\ta circle at the left\n", "line 2: frame 16 of '{clip}' does not exist: the clip has 16 frame(s)"),
+    ("{clip}\t-1\ta circle at the left\n", "line 2: the frame index must be >= 0"),
+    ("a_circle_moving_left/9999.mp4\t3\ta circle\n", "line 2: clip 'a_circle_moving_left/9999.mp4' not found"),
     ("# only a comment\n\n", "has no usable rows"),
 ]
 
