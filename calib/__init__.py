@@ -1,1 +1,2 @@
-"""INT8 calibration and the report of what precision costs (not implemented yet)."""
+"""Precision variants (fp16, bf16, int8) of a bundle's graphs, their calibration data, and the report of what
+precision costs (accuracy, cosine to fp32, speed) that `precision auto` chooses by."""

@@ -1,7 +1,7 @@
 """Torch-free runtime: video reading, preprocessing, bundles and classification (numpy, OpenCV, onnxruntime).
 
 Nothing in this package imports torch, torchvision or open_clip (a test checks it). Its subpackages, lowest layer
-first; each may import only those before it (tests/runtime/test_layers.py checks it):
+first; each may import only those before it (tests/test_layers.py checks it):
 
     base -> video -> bundle -> engines -> teaching -> classify -> serving -> cli
 
