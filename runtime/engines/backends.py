@@ -220,7 +220,10 @@ def create_graph(path: Path, backend: str = "auto", cache_dir: Optional[Path] = 
                         raise
                     raise BackendUnavailableError(f"backend 'trt' did not start for {path}: {e}") from e
                 log.warning("native TensorRT did not start for %s (%s); using onnxruntime", Path(path).name, e)
-    if backend == "openvino" or (backend == "auto" and cuda_device_count() == 0 and openvino_on_x86()):
+    # auto: OpenVINO for the encoders; the heads (a few small MatMuls around OTAM's loop) stay on onnxruntime,
+    # whose per-call overhead is lower (docs/cpu.md)
+    if backend == "openvino" or (backend == "auto" and _graph_name(path) in ("image_encoder", "text_encoder")
+                                 and cuda_device_count() == 0 and openvino_on_x86()):
         from clipfsar.runtime.engines.openvino_backend import openvino_graph
         return openvino_graph(Path(path), precision, cache_dir, threads, graph_sha256, _graph_name(path), spec,
                               announce=backend == "auto")

@@ -230,7 +230,7 @@ class OvGraph:
         self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()
         self.backend = "openvino"
-        self.providers = [f"OpenVINO {device} {precision} ({device_facts(device)['device_name']})"]
+        self.providers = [f"OpenVINO {device} ({device_facts(device)['device_name']})"]
         log.info("%s runs on OpenVINO %s (%s; %s)", self.path.name, device, precision, self.cache_note)
 
     def run(self, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
