@@ -33,6 +33,9 @@ MANIFEST = "manifest.json"
 GRAPH_NAMES = ("image_encoder", "text_encoder", "support_head", "query_head")
 PROTOTYPES_FILE = "prototypes.safetensors"
 VARIANTS_DIR = "variants"
+# a precision with no file of its own: the fp32 graph run at bf16 inference precision (OpenVINO on CPUs with BF16,
+# runtime/engines/openvino_backend.py); the precision report (calib/) measures it like the variants
+EXECUTION_PRECISION = "bf16"
 
 
 def sha256_of(path: Path) -> str:
@@ -121,13 +124,13 @@ class Bundle:
         return tuple(p for p in PRECISIONS if p == "fp32" or p in variants)
 
     def graph_path(self, name: str, precision: str = "fp32") -> Path:
-        """The file of graph ``name`` at ``precision`` (``fp32``, ``fp16`` or ``int8``).
+        """The file of graph ``name`` at ``precision`` (``fp32``, ``fp16``, ``int8``; ``bf16``: the fp32 file).
 
         Raises:
             BundleError: no such graph, or the bundle has no such variant of it (the message lists those it has).
         """
         spec = self._spec(name)
-        if precision == "fp32":
+        if precision in ("fp32", EXECUTION_PRECISION):  # bf16: the fp32 graph at bf16 inference precision
             return _inside(self.root, spec.file, f"graph '{name}'")
         if precision not in spec.variants:
             raise BundleError(f"bundle {self.root}: graph '{name}' has no {precision} variant; it has "
@@ -138,7 +141,7 @@ class Bundle:
         """The manifest's sha256 of graph ``name`` at ``precision`` (the engine-cache key uses it)."""
         self.graph_path(name, precision)  # raises for a missing variant
         spec = self._spec(name)
-        return spec.sha256 if precision == "fp32" else spec.variants[precision].sha256
+        return spec.sha256 if precision in ("fp32", EXECUTION_PRECISION) else spec.variants[precision].sha256
 
     def _spec(self, name: str) -> GraphSpec:
         if name not in self.manifest.graphs:
