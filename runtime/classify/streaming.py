@@ -72,6 +72,9 @@ class StreamingMixin:
             for s in sources:
                 states.append(_StreamState(s if hasattr(s, "frames") else open_source(s), T, smooth))
                 src = states[-1].source
+                states[-1].window = window  # the span check (_check_span)
+                if hasattr(src, "min_useful_span"):  # a live reconnection too short for a decision counts as failed
+                    src.min_useful_span = max(src.min_useful_span, window * (T - 1) / T)
                 if src.duration < window:
                     raise SourceError(f"window of {window:g} s is longer than {src.name} ({src.duration:.2f} s); "
                                       f"pass a shorter --window")
@@ -176,12 +179,35 @@ class StreamingMixin:
             known = float(np.mean(st.known_history))
         label, score = self._result(smoothed, threshold, known)
         first, last = st.ring[0][0], st.ring[-1][0]
+        self._check_span(st, last.time - first.time)
         d = Decision(label, score, tuple(float(p) for p in smoothed), first.time, last.time, last.index,
                      st.source.name, known=known)
         st.last = d
         self.stats.decisions += 1
         self.stats.seconds["post"] += time.perf_counter() - t0
         return d
+
+    def _check_span(self, st: "_StreamState", span: float) -> None:
+        """Warn once per stream when its windows cover more than 1.2x ``--window`` of video: the samples come
+        further apart than window / T because the model is slower than that (a live source keeps only the newest
+        frame). Says the rate the model sustains, the rate needed, and what to do. The first window is not judged
+        (the first encoder calls warm up)."""
+        T, window = self.facts.frames, getattr(st, "window", None)
+        st.windows_seen = getattr(st, "windows_seen", 0) + 1
+        if window is None or T < 2 or st.windows_seen < 2 or getattr(st, "span_warned", False):
+            return
+        achieved = span * T / (T - 1)  # the window T samples at this spacing cover
+        if achieved <= 1.2 * window:
+            return
+        st.span_warned = True
+        s = self.stats
+        busy = s.seconds["preprocess"] + s.seconds["encoder"]
+        rate = s.encoder_images / busy if busy > 0 else float("nan")
+        log.warning("%s: windows span %.1f s of video, not the %g s of --window (%.0f%% longer): the model encodes "
+                    "%.1f frames/s here and a %g s window of T = %d frames needs %.1f frames/s per stream. Use a "
+                    "faster --precision (fp16, int8) or --backend, or a --window of at least %.1f s",
+                    st.source.name, achieved, window, 100 * (achieved / window - 1), rate, window, T, T / window,
+                    achieved)
 
 
 class _StreamState:
