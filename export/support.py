@@ -8,8 +8,8 @@ from typing import Dict, List, Optional, Tuple
 from clipfsar.runtime.base.errors import DatasetError
 from clipfsar.runtime.bundle.names import bad_name_characters
 from clipfsar.train.class_names import mapped_name, warn_id_like
-from clipfsar.train.data import class_folders, display_name, list_clips, scan_clips
-from clipfsar.train.splits import read_lines
+from clipfsar.train.data import _find_clip, class_folders, display_name, list_clips, scan_clips
+from clipfsar.train.splits import parse_line, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,8 @@ def read_support(root: Path, shots: int, classes_file: Optional[Path] = None,
     Clips are decoded once (the data scan): unreadable ones are listed and skipped, damaged ones (frames skipped,
     or fewer decoded than the container states) are listed with the counts. ``class_map`` (folder or id -> name)
     names the folders; then each class used must be in it. ``classes_file`` lists the classes to export, one per
-    line (folder name or class name; a UTF-8 BOM is fine).
+    line (folder name or class name; a UTF-8 BOM is fine), or a split file of clip lines (SSv2's ``test0/88644``, any
+    form :mod:`clipfsar.runtime.teaching.splits` reads): then its classes, in the order they first appear.
 
     Raises:
         DatasetError: missing folder, a class listed but absent (with its line), an empty class, fewer readable
@@ -41,16 +42,29 @@ def read_support(root: Path, shots: int, classes_file: Optional[Path] = None,
     else:
         absent, folders = [], dict(by_name)
     if classes_file is not None:
-        names = []
+        names: List[str] = []
+        from_clips: set = set()  # classes taken from clip lines (a class has many; one is enough)
+
+        def class_of(component: str) -> Optional[str]:
+            return next((n for n, p in folders.items() if component in (p.name, n) or display_name(component) in
+                         (display_name(p.name), n)), None)
+
         for no, line in read_lines(Path(classes_file)):
             key = line.replace("\\", "/").strip("/")
-            name = next((n for n, p in folders.items() if key in (p.name, n) or display_name(key) in
-                         (display_name(p.name), n)), None)
+            name = class_of(key)
+            if name is None and ("/" in key or len(key.split()) > 1):  # a clip line (SSv2's 'test0/88644', MMAction2)
+                entry = parse_line(no, line, class_of, lambda n, clip: _find_clip(folders[n], clip) is not None,
+                                   f"{classes_file}")
+                if entry.folder not in names:
+                    names.append(entry.folder)
+                from_clips.add(entry.folder)
+                continue
             if name is None:
                 raise DatasetError(f"{classes_file}, line {no}: class '{line}' has no folder under {root}")
-            if name in names:
+            if name in names and name not in from_clips:
                 raise DatasetError(f"{classes_file}, line {no}: names class '{line}' twice")
-            names.append(name)
+            if name not in names:
+                names.append(name)
         folders = {n: folders[n] for n in names}
     elif absent:
         raise DatasetError(f"support folder {root}: the class-name map has no entry for {len(absent)} folders: "

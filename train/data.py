@@ -86,21 +86,57 @@ def list_clips(folder: Path) -> Tuple[List[Path], List[Path]]:
     clips, other = [], []
     for p in entries:
         (clips if is_clip(p) else other).append(p)
-    return clips, other
+    return _drop_twins(clips, folder), other
+
+
+def _twin_rank(path: Path) -> int:
+    ext = path.suffix.lower()
+    return VIDEO_EXTS.index(ext) if ext in VIDEO_EXTS else len(VIDEO_EXTS)
+
+
+_WARNED_TWINS: set = set()  # each set of twins is warned about once per process (split lines are resolved twice)
+
+
+def _warn_twins(kept: Path, others: List[Path]) -> None:
+    if kept in _WARNED_TWINS:
+        return
+    _WARNED_TWINS.add(kept)
+    log.warning("clip %s is also kept as %s (the same name, another extension): using %s, by the rule: the first "
+                "extension in %s; remove or move the other copies so one video is never two clips",
+                kept.with_suffix(""), ", ".join(p.name for p in others), kept.name, "/".join(VIDEO_EXTS))
+
+
+def _drop_twins(clips: List[Path], folder: Path) -> List[Path]:
+    """``clips`` with one file per name: ``72897.webm`` and ``72897.mp4`` are one video (a conversion kept beside
+    its original) and would otherwise be two clips of a class (support and query of one episode). The copy kept is
+    the first by extension in ``VIDEO_EXTS`` order (``.mp4`` first); the others are named in a warning."""
+    by_stem: Dict[str, List[Path]] = {}
+    for p in clips:
+        if p.suffix.lower() in VIDEO_EXTS:
+            by_stem.setdefault(p.stem, []).append(p)
+    drop = set()
+    for twins in by_stem.values():
+        if len(twins) > 1:
+            twins = sorted(twins, key=_twin_rank)
+            _warn_twins(twins[0], twins[1:])
+            drop.update(twins[1:])
+    return [p for p in clips if p not in drop]
 
 
 def _find_clip(folder: Path, rel: Path) -> Optional[Path]:
+    """The clip a split line names: ``rel`` as written, else ``rel`` plus a video extension. Twins that differ
+    only in extension (``72897.webm``, ``72897.mp4``) are warned about and one is picked as :func:`_drop_twins`
+    does (an extension written on the line wins)."""
     direct = folder / rel
     try:
         if direct.exists():
             return direct
-        for ext in VIDEO_EXTS:
-            cand = folder / f"{rel.as_posix()}{ext}"
-            if cand.exists():
-                return cand
+        found = [c for c in (folder / f"{rel.as_posix()}{ext}" for ext in VIDEO_EXTS) if c.exists()]
     except OSError:
         return None
-    return None
+    if len(found) > 1:
+        _warn_twins(found[0], found[1:])  # VIDEO_EXTS order: found[0] is the rule's pick
+    return found[0] if found else None
 
 
 def scan_clips(paths: List[Path], where: str) -> Tuple[List[Tuple[Path, int]], List[Tuple[Path, str]],

@@ -28,9 +28,10 @@ from clipfsar.runtime.bundle.names import bad_name_characters
 from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.bundle.store import PrototypeStore
 from clipfsar.runtime.engines.backends import create_graph
+from clipfsar.runtime.engines.cache_dir import engine_cache_dir
 from clipfsar.runtime.teaching.tokenizer import ClipTokenizer
 from clipfsar.runtime.video.clips import IMAGE_EXTS, VIDEO_EXTS, count_frames, is_clip, read_clip, sample_indices
-from clipfsar.runtime.video.preprocess import preprocess_frames
+from clipfsar.runtime.video.preprocess import as_bgr_uint8, preprocess_frames
 
 log = logging.getLogger(__name__)
 Clip = Union[str, Path, np.ndarray, Sequence[np.ndarray]]
@@ -55,13 +56,14 @@ class Enroller:
     """Computes text features and prototypes with a bundle's graphs and writes them into its store.
 
     Args:
-        bundle: the opened bundle. backend: onnxruntime backend for the three graphs (``cpu`` is plenty).
+        bundle: the opened bundle. backend: the backend of the three graphs (``cpu`` is plenty; ``trt`` on a
+        Jetson without onnxruntime). cache_dir: engine cache (runtime/engines/cache_dir.py; unused on ``cpu``).
     Raises:
         BundleError: the bundle has no tokenizer file, text encoder or support head.
     """
 
-    def __init__(self, bundle: Bundle, backend: str = "cpu", threads: int = 0):
-        self.bundle = bundle
+    def __init__(self, bundle: Bundle, backend: str = "cpu", threads: int = 0, cache_dir: Optional[Path] = None):
+        self.bundle, self._cache_dir = bundle, cache_dir
         m = bundle.manifest
         missing = [g for g in ("image_encoder", "text_encoder", "support_head") if g not in m.graphs]
         if missing:
@@ -76,7 +78,7 @@ class Enroller:
 
     def _graph(self, name: str):
         if name not in self._graphs:
-            cache = self.bundle.root / "engines"
+            cache = None if self._backend == "cpu" else engine_cache_dir(self.bundle.root, self._cache_dir)
             spec = self.bundle.manifest.graphs[name]
             self._graphs[name] = create_graph(self.bundle.graph_path(name), self._backend, cache, self._threads,
                                               spec=spec, graph_sha256=spec.sha256)
@@ -119,10 +121,8 @@ class Enroller:
             arr = list(clip)
             if not arr:
                 raise VideoError("a clip given as frames has no frames")
-            frames = [arr[i] for i in sample_indices(len(arr), T, "center")]
-            for f in frames:
-                if not (isinstance(f, np.ndarray) and f.dtype == np.uint8 and f.ndim == 3 and f.shape[2] == 3):
-                    raise VideoError("frames must be uint8 (H, W, 3) BGR arrays, as OpenCV gives them")
+            idx = sample_indices(len(arr), T, "center")  # uint16, gray and BGRA converted, others refused
+            frames = [as_bgr_uint8(arr[i], f"frame {i} of a clip given as frames") for i in idx]
         x = preprocess_frames(frames, facts.preprocess)
         return self._graph("image_encoder").run(images=x)["features"]
 

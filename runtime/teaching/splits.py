@@ -9,7 +9,8 @@ Accepted, line by line (``#`` starts a comment; a UTF-8 byte-order mark and blan
   (``C:\\data\\hmdb51\\brush_hair\\clip.avi``; ``\\`` reads as ``/``). The class is the nearest folder above the
   clip that is a class folder of the dataset;
 - MMAction2 annotation lines: ``path label`` (videos) or ``path total_frames label`` (raw frames); the path is
-  read as above; when it holds no class folder, a class folder named by the label (``87``) is used.
+  read as above (it may hold spaces: ``blasting sand/clip.mp4 0``; the numbers are the last fields); when it holds
+  no class folder, a class folder named by the label (``87``) is used.
 
 A line that fits none of these is an error naming the file, the line number and the formats.
 """
@@ -70,8 +71,11 @@ def _candidates(line: str) -> List[Tuple[str, Optional[str]]]:
     """(path text, MMAction2 label or None) readings of a line, the plain reading first."""
     out: List[Tuple[str, Optional[str]]] = [(line, None)]
     tokens = line.split()
-    if len(tokens) in (2, 3) and all(t.isdigit() for t in tokens[1:]):
-        out.append((tokens[0], tokens[-1]))
+    # the numbers are the last one or two fields; the path is everything before them, spaces included
+    # (``blasting sand/clip.mp4 0``: a class folder with a space)
+    for k in (1, 2):
+        if len(tokens) > k and all(t.isdigit() for t in tokens[-k:]):
+            out.append((line.rsplit(None, k)[0], tokens[-1]))
     return out
 
 

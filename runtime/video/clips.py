@@ -37,6 +37,7 @@ from clipfsar.runtime.video.media_files import (  # noqa: F401 (re-exported)
     natural_sorted,
     sane_fps,
     sane_frame_count,
+    special_file_kind,
 )
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ def _readable_image(path: Path) -> bool:
 
 def _open(path: Path) -> cv2.VideoCapture:
     if not path.is_file():
+        kind = special_file_kind(path)
+        if kind is not None:
+            raise VideoError(f"video {path} is {kind}, not a video file")
         if path.is_symlink():
             raise VideoError(f"video {path} is a symbolic link that leads nowhere (dangling, or a loop)")
         raise VideoError(f"clip not found: {path}")

@@ -7,7 +7,9 @@ frame counts (a streaming muxer writes none and OpenCV then reports about -1.1e1
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
@@ -71,3 +73,22 @@ def is_clip(path: Path) -> bool:
 def frame_files(folder: Path) -> List[Path]:
     """The image files of a frame folder, in natural order."""
     return natural_sorted(p for p in Path(folder).iterdir() if is_image_file(p))
+
+
+def special_file_kind(path: Path) -> Optional[str]:
+    """What a path that exists but is no regular file or folder is, in words (``a FIFO (named pipe)``, ``a
+    character device``, ``a block device``, ``a socket``); None for a regular file, a folder, or nothing there.
+
+    Example:
+        >>> special_file_kind(Path("/dev/null"))
+        'a character device'
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return None

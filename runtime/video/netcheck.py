@@ -1,5 +1,6 @@
 """Why a network stream did not open: OpenCV only says "not opened", so after a failed open the URL's host is
-probed with plain sockets to tell the user what happened (host not found, connection refused, no answer, HTTP 404).
+probed with plain sockets to tell the user what happened (host not found, connection refused, no answer, HTTP 404,
+HTTP 401/403 "unauthorised": the probe sends the URL's own credentials, never shown: :mod:`.redact`).
 
 Run only after an open failed, so it never delays a working stream.
 """
@@ -48,8 +49,14 @@ def diagnose(url: str, timeout: float = 5.0) -> Optional[str]:
         if scheme != "http":
             return f"{where} accepted the connection but sent no stream OpenCV can decode"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        auth = ""
+        if parts.username is not None:  # the credentials FFmpeg sent: a 401 then means they are wrong
+            import base64
+            from urllib.parse import unquote
+            token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+            auth = f"Authorization: Basic {token}\r\n"
         try:
-            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n".encode())
             status = sock.recv(256).split(b"\r\n", 1)[0].decode("latin-1", "replace")
         except socket.timeout:
             return f"{where} accepted the connection but did not answer: timed out after {timeout:g} s"
@@ -60,6 +67,10 @@ def diagnose(url: str, timeout: float = 5.0) -> Optional[str]:
         code = int(fields[1])
         if code == 404:
             return f"not found (HTTP 404 from {redact(url)})"
+        if code in (401, 403):  # retrying will not change it: the caller stops at once (live._definitive)
+            given = "wrong" if parts.username is not None else "missing (none in the URL)"
+            return (f"unauthorised (HTTP {code} {' '.join(fields[2:])} from {redact(url)}): the user name or "
+                    f"password is {given}")
         if code >= 400:
             return f"HTTP {code} {' '.join(fields[2:])} from {where}"
         return f"{where} answered HTTP {code} but sent no stream OpenCV can decode"

@@ -17,7 +17,15 @@ from typing import Iterator, Optional, Union
 
 import cv2
 
-from clipfsar.runtime.video.clips import DEFAULT_FPS, IMAGE_EXTS, FrameGrabber, frame_files, sane_fps, sane_frame_count
+from clipfsar.runtime.video.clips import (
+    DEFAULT_FPS,
+    IMAGE_EXTS,
+    FrameGrabber,
+    frame_files,
+    sane_fps,
+    sane_frame_count,
+    special_file_kind,
+)
 from clipfsar.runtime.video.frames import Frame, Gap, SourceError  # noqa: F401 (re-exported)
 from clipfsar.runtime.video.live import LiveSource, capture_for, give_up_seconds  # noqa: F401 (re-exported)
 
@@ -41,6 +49,9 @@ class FileSource:
     def __init__(self, path: Union[str, Path], fps: Optional[float] = None):
         self.path = Path(path)
         if not self.path.is_file():
+            kind = special_file_kind(self.path)
+            if kind is not None:
+                raise SourceError(f"video file {self.path} is {kind}, not a video file")
             raise SourceError(f"video file not found: {self.path}")
         if self.path.stat().st_size == 0:
             raise SourceError(f"video file {self.path} is empty (0 bytes)")
@@ -161,8 +172,9 @@ def open_source(spec: Union[str, int, Path], live: Optional[bool] = None, fps: O
     """Open a source from what a user types: ``0`` (camera), a video file, a folder of images, an
     ``rtsp://`` / ``http://`` URL, or a GStreamer pipeline (contains ``!``).
 
-    ``fps`` is the frame rate of an image folder (default 30), and of a video file whose container gives no
-    believable one.
+    ``fps`` (``--fps``), when given, is the frame rate of every source: of an image folder (default 30), of a
+    video file (it wins over the container's rate and timestamps, and that is logged) and of a live source (see
+    :class:`~clipfsar.runtime.video.live.LiveSource`).
 
     ``live_options`` go to :class:`~clipfsar.runtime.video.live.LiveSource` (``open_timeout``, ``read_timeout``,
     ``max_retries`` ...) when the source is live.
@@ -177,18 +189,26 @@ def open_source(spec: Union[str, int, Path], live: Optional[bool] = None, fps: O
         if not 0 <= int(spec) <= MAX_CAMERA_INDEX:  # OpenCV takes a C int (and reads index // 100 as a backend)
             raise SourceError(f"camera index {spec} is out of range (0 to {MAX_CAMERA_INDEX}); cameras are "
                               f"numbered from 0 (/dev/video0 is 0)")
-        return LiveSource(int(spec), **live_options)
+        return LiveSource(int(spec), fps=fps, **live_options)
     s = str(spec)
     if s.lower().startswith("file://"):  # a file URL is a file (file:///data/a.mp4, percent-escapes decoded)
         s = file_url_path(s)
     if "!" in s or "://" in s:
-        return LiveSource(s, **live_options)
+        return LiveSource(s, fps=fps, **live_options)
     path = Path(s)
     if path.is_dir():
         return ImageFolderSource(path, fps)
+    kind = special_file_kind(path)
+    if kind == "a FIFO (named pipe)":  # a stream from another process (ffmpeg ... -f mpegts FIFO): read as live
+        return LiveSource(s, fps=fps, **live_options)
+    if kind == "a character device" and path.name.startswith("video"):  # /dev/video0: a V4L2 camera by path
+        return LiveSource(s, fps=fps, **live_options)
+    if kind is not None:
+        raise SourceError(f"source {s} is {kind}, not a video file, image folder, camera or stream (expected a "
+                          f"camera index, a video file, an image folder, a URL or a GStreamer pipeline)")
     if not path.exists():
         raise SourceError(f"source not found: {s} (expected a camera index, a video file, an image folder, a URL "
                           f"or a GStreamer pipeline)")
     if live:
-        return LiveSource(s, **live_options)
+        return LiveSource(s, fps=fps, **live_options)
     return FileSource(path, fps)
