@@ -26,6 +26,8 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
                             "Fit the 'unknown' threshold at a false-accept rate."),
     "engine": ("clipfsar.runtime.cli.engine", "engine", "Build TensorRT engines on this GPU (cached per device)."),
     "demo": ("clipfsar.demo", "demo", "Run the whole chain on synthetic data (the README's main job)."),
+    "studio": ("clipfsar.runtime.cli.studio", "studio",
+               "Teach the bundle from the live source in a web page (record, name, enrol, see it)."),
     "serve": ("clipfsar.runtime.cli.serve", "serve", "Serve a bundle from NVIDIA Triton (PyTriton), batching clients."),
     "export-triton": ("clipfsar.export.triton_cli", "export_triton",
                       "Write a Triton model repository (stock tritonserver, DeepStream nvinferserver)."),

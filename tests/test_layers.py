@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the source folder of each package under the clipfsar import root (pyproject.toml's package-dir)
 FOLDERS = {"runtime": "runtime", "train": "train", "calib": "calib", "export": "export", "": "clipfsar"}
 PACKAGE_ORDER = ["runtime", "train", "calib", "export", ""]  # "" is the app layer: clipfsar.cli, demo, eval
-RUNTIME_ORDER = ["base", "video", "bundle", "engines", "teaching", "classify", "serving", "cli"]
+RUNTIME_ORDER = ["base", "video", "bundle", "engines", "teaching", "classify", "serving", "studio", "cli"]
 
 
 def module_name(path: Path) -> str:
