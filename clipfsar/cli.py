@@ -102,3 +102,10 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as e:  # a full disk outside a staged write (a temporary folder): the one message, exit 2
+        from clipfsar.runtime.base.errors import is_disk_full
+        if not is_disk_full(e):
+            raise
+        where = getattr(e, "filename", None) or "a temporary file"
+        click.echo(f"error: no space left on device while writing {where}; nothing was changed", err=True)
+        sys.exit(2)

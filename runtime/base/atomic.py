@@ -1,6 +1,11 @@
 """Atomic writes: build a file or folder beside its destination, then move it into place in one rename.
 
 A process that dies mid-way leaves the previous version intact (and at worst a hidden temporary beside it).
+
+A full disk (ENOSPC, EDQUOT; also a library's error that carries it, e.g. safetensors' ``SafetensorError``) while a
+staged file or folder is written is translated here, once for every writer (enrol, calibrate-threshold, export,
+the annotated ``--save`` video): the temporary is removed and :class:`~.errors.DiskFullError` says "no space left
+on device while writing X; nothing was changed" (the CLI's exit 2).
 """
 from __future__ import annotations
 
@@ -11,13 +16,19 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from clipfsar.runtime.base.errors import ClipFsarError, disk_full_error, is_disk_full
+
 
 @contextlib.contextmanager
-def staged_file(path: Path, mode: int = 0o644, fsync: bool = False) -> Iterator[Path]:
+def staged_file(path: Path, mode: int = 0o644, fsync: bool = False, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
 
     ``fsync``: flush the written file to disk before the rename makes it visible (files a crash must never leave
-    half-written under their real name: manifests, stores, configs).
+    half-written under their real name: manifests, stores, configs). ``suffix``: the temporary's name ending (a
+    video writer picks its container by it: ``.tmp.mp4``).
+
+    Raises:
+        DiskFullError: the disk filled up (``path`` is unchanged); whatever the body raises.
 
     Example:
         >>> with staged_file(Path("store.safetensors")) as tmp:
@@ -25,7 +36,12 @@ def staged_file(path: Path, mode: int = 0o644, fsync: bool = False) -> Iterator[
     """
     path = Path(path)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=suffix)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(path) from e
+        raise
     os.close(fd)
     try:
         yield Path(tmp)
@@ -34,9 +50,11 @@ def staged_file(path: Path, mode: int = 0o644, fsync: bool = False) -> Iterator[
                 os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if not isinstance(e, ClipFsarError) and is_disk_full(e):
+            raise disk_full_error(path) from e
         raise
 
 
@@ -88,7 +106,12 @@ def staged_folder(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     recover_folder(path)
     remove_stale_temporaries(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}."))
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}."))
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(path) from e
+        raise
     try:
         os.chmod(tmp, 0o755)
         yield tmp
@@ -98,6 +121,8 @@ def staged_folder(path: Path) -> Iterator[Path]:
             os.replace(path, old)
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, ClipFsarError) and is_disk_full(e):
+            raise disk_full_error(path) from e
         raise

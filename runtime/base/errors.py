@@ -23,3 +23,29 @@ class CheckpointError(ClipFsarError):
 
 class BundleError(ClipFsarError):
     """A bundle is missing files, has a wrong hash, or is of a newer schema."""
+
+
+class DiskFullError(ClipFsarError):
+    """The disk filled up while a file was written; what was there before is unchanged (the write was staged)."""
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True when ``e`` (or an exception it was raised from) is ENOSPC / EDQUOT: ``OSError: [Errno 28]``, or a
+    library's own error carrying it in its text (safetensors' ``SafetensorError: ... No space left on device``,
+    onnx's and torch's ``RuntimeError``s)."""
+    import errno
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def disk_full_error(what) -> DiskFullError:
+    """The one message for a full disk: ``no space left on device while writing X; nothing was changed``."""
+    return DiskFullError(f"no space left on device while writing {what}; nothing was changed")

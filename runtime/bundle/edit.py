@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from clipfsar.runtime.base.atomic import staged_file
-from clipfsar.runtime.base.errors import BundleError
+from clipfsar.runtime.base.errors import BundleError, DiskFullError, disk_full_error
 from clipfsar.runtime.bundle.reader import (
     MANIFEST,
     PRECISIONS,
@@ -73,21 +73,32 @@ def _add_variants_locked(root: Path, variants: Dict[str, Dict[str, NewVariant]],
                                   f"choose {', '.join(PRECISIONS[1:])}")
             if not Path(new.source).is_file():
                 raise BundleError(f"variant file {new.source} ({name}, {precision}) not found")
+    made_dir = not (root / VARIANTS_DIR).exists()
     (root / VARIANTS_DIR).mkdir(exist_ok=True)
-    for name, by_precision in variants.items():
-        entry = data["graphs"][name].setdefault("variants", {})
-        for precision, new in by_precision.items():
-            digest = sha256_of(Path(new.source))
-            rel = f"{VARIANTS_DIR}/{name}.{precision}.{digest[:12]}.onnx"
-            if not (root / rel).is_file() or sha256_of(root / rel) != digest:
-                with staged_file(root / rel) as tmp:
-                    shutil.copyfile(new.source, tmp)
-            entry[precision] = {"file": rel, "sha256": digest, "precision": precision, "method": new.method,
-                                "report": json.loads(json.dumps(new.report))}
-    if precision_report is not None:
-        data["precision_report"] = json.loads(json.dumps(precision_report))
-    data["schema_version"] = max(int(data["schema_version"]), SCHEMA_VERSION)
-    _write_manifest(root, data)  # checked, staged, fsynced, renamed: the last step
+    written = []  # files this call added: removed again if it fails (a full disk), so nothing is changed
+    try:
+        for name, by_precision in variants.items():
+            entry = data["graphs"][name].setdefault("variants", {})
+            for precision, new in by_precision.items():
+                digest = sha256_of(Path(new.source))
+                rel = f"{VARIANTS_DIR}/{name}.{precision}.{digest[:12]}.onnx"
+                if not (root / rel).is_file() or sha256_of(root / rel) != digest:
+                    with staged_file(root / rel) as tmp:
+                        shutil.copyfile(new.source, tmp)
+                    written.append(root / rel)
+                entry[precision] = {"file": rel, "sha256": digest, "precision": precision, "method": new.method,
+                                    "report": json.loads(json.dumps(new.report))}
+        if precision_report is not None:
+            data["precision_report"] = json.loads(json.dumps(precision_report))
+        data["schema_version"] = max(int(data["schema_version"]), SCHEMA_VERSION)
+        _write_manifest(root, data)  # checked, staged, fsynced, renamed: the last step
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if made_dir:
+            with contextlib.suppress(OSError):
+                (root / VARIANTS_DIR).rmdir()
+        raise
     _remove_unlisted_variants(root, data)
     return Bundle.open(root)
 
@@ -188,10 +199,22 @@ def replace_store(root: Path, change: Callable[[PrototypeStore], PrototypeStore]
             raise BundleError(f"bundle {root}: new prototypes {store.prototypes.shape} do not match the bundle's")
         rel, digest = _write_hashed(root, STORE_PREFIX, store.save)
         data = json.loads((root / MANIFEST).read_text())
+        old_rel = data["prototypes"]["file"]
         data["prototypes"] = {"file": rel, "sha256": digest}
-        _write_manifest(root, data)
+        _write_manifest_or_undo(root, data, rel, old_rel)
         _remove_others(root, STORE_PREFIX, rel)  # the old store, and any a killed writer left
         return Bundle.open(root, check_hashes=False)
+
+
+def _write_manifest_or_undo(root: Path, data: Dict[str, Any], new_rel: str, old_rel: Optional[str]) -> None:
+    """:func:`_write_manifest`; if it fails (a full disk), the new hashed file the manifest would have named is
+    removed again, so the bundle's files are exactly what they were ("nothing was changed")."""
+    try:
+        _write_manifest(root, data)
+    except BaseException:
+        if new_rel != old_rel:
+            (root / new_rel).unlink(missing_ok=True)
+        raise
 
 
 def _write_hashed(root: Path, prefix: str, save: Callable[[Path], None]) -> Tuple[str, str]:
@@ -213,6 +236,9 @@ def _write_hashed(root: Path, prefix: str, save: Callable[[Path], None]) -> Tupl
         os.replace(tmp, root / rel)
     except PermissionError as e:
         raise BundleError(f"bundle {root} is read-only ({e.strerror}); nothing was changed") from e
+    except DiskFullError as e:  # name the bundle, not the hidden temporary
+        tmp.unlink(missing_ok=True)
+        raise disk_full_error(f"the {prefix} file of bundle {root}") from e
     return rel, digest
 
 
@@ -273,9 +299,10 @@ def set_cohort(root: Path, features, info: Dict[str, Any], calibration: Optional
 
         rel, digest = _write_hashed(root, COHORT_PREFIX, save)
         data = json.loads((root / MANIFEST).read_text())
+        old_rel = (data.get("cohort") or {}).get("file")
         data["cohort"] = {**json.loads(json.dumps(info)), "file": rel, "sha256": digest, "clips": int(len(feats))}
         if calibration is not None:
             data["calibration"] = json.loads(json.dumps(calibration))
-        _write_manifest(root, data)
+        _write_manifest_or_undo(root, data, rel, old_rel)
         _remove_others(root, COHORT_PREFIX, rel)
         return Bundle.open(root, check_hashes=False)

@@ -9,6 +9,11 @@ A frame the decoder cannot read in the middle of a file does not end the clip: r
 ``MAX_BAD_RUN`` unreadable frames in a row) and the skipped frames are counted (:class:`ClipScan`). Frame indices
 in :func:`read_frames` count *decodable* frames, the same way :func:`scan_clip` counts them.
 
+Sampling is by time: a variable-frame-rate file (24 frames at 1/12 s, then 24 at 1/3 s) is sampled at equal
+steps of its presentation times (:func:`sample_frame_indices`), the way the runtime's streams sample it, so
+training, export, enrolment and ``clipfsar run`` see the same frames; a constant-rate file (every clip the
+project writes) gives exactly the TSN indices of :func:`sample_indices`.
+
 Frame files of a folder are listed in natural order (``1.jpg, 2.jpg, ..., 10.jpg``, as ``ffmpeg -i v %d.jpg``
 writes them), never as text (``1, 10, 11, ..., 2``), which would scramble the motion.
 """
@@ -18,7 +23,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -113,9 +118,9 @@ class FrameGrabber:
         return frame if ok and frame is not None else None
 
     def timestamp(self) -> Optional[float]:
-        """The container's time of the current frame in seconds (None when it gives none)."""
+        """The container's presentation time of the current frame in seconds (None when it gives none)."""
         ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
-        return ms / 1000.0 if ms and math.isfinite(ms) and ms > 0 else None
+        return ms / 1000.0 if ms is not None and math.isfinite(ms) and ms >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -171,16 +176,96 @@ def scan_clip(path: Path) -> ClipScan:
             raise VideoError(f"frame folder {path} has no readable images")
         return ClipScan(path, good, len(files), len(files) - good, DEFAULT_FPS, True)
     cap = _open(path)
+    times: List[Optional[float]] = []
     try:
         fps, count = sane_fps(cap.get(cv2.CAP_PROP_FPS)), sane_frame_count(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         g = FrameGrabber(cap)
         while g.grab():
-            pass
+            times.append(g.timestamp())
     finally:
         cap.release()
     if g.decoded == 0:
         raise VideoError(f"video {path} has no decodable frames")
+    _remember_times(path, times)
     return ClipScan(path, g.decoded, count, g.skipped, fps or DEFAULT_FPS, fps is None)
+
+
+_TIMES: Dict[Tuple[str, int, int], Optional[np.ndarray]] = {}  # (path, size, mtime_ns) -> VFR times, None: uniform
+
+
+def _file_key(path: Path) -> Optional[Tuple[str, int, int]]:
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
+
+
+def _remember_times(path: Path, times: List[Optional[float]]) -> None:
+    """Keep a file's presentation times when they are not evenly spaced (VFR); None (uniform) otherwise. Bounded:
+    a float64 array only for VFR files, one entry per file."""
+    key = _file_key(path)
+    if key is None:
+        return
+    ok = len(times) > 2 and all(t is not None for t in times)
+    arr = np.asarray(times, np.float64) if ok else None
+    if arr is not None and np.all(np.diff(arr) > 0):
+        steps = np.diff(arr)
+        med = float(np.median(steps))
+        vfr = med > 0 and float(np.max(np.abs(steps - med))) > 0.25 * med
+    else:
+        vfr = False  # no usable times: index sampling
+    if len(_TIMES) > 200_000:
+        _TIMES.clear()
+    _TIMES[key] = arr if vfr else None
+
+
+def frame_times(path: Path) -> Optional[np.ndarray]:
+    """The presentation times (s) of a video file's decodable frames when it has a variable frame rate, else None
+    (evenly spaced, a frame folder, or no timestamps). Decodes the file once (grab only); cached per file (path,
+    size and modification time), and :func:`scan_clip` fills the cache as it decodes."""
+    path = Path(path)
+    if path.is_dir():
+        return None
+    key = _file_key(path)
+    if key is None or key not in _TIMES:
+        cap = _open(path)
+        times: List[Optional[float]] = []
+        try:
+            g = FrameGrabber(cap)
+            while g.grab():
+                times.append(g.timestamp())
+        finally:
+            cap.release()
+        _remember_times(path, times)
+        return _TIMES.get(_file_key(path)) if key is not None else None
+    return _TIMES[key]
+
+
+def sample_frame_indices(times: Optional[np.ndarray], n_frames: int, num: int, mode: str = "center",
+                         rng: Optional[np.random.Generator] = None) -> List[int]:
+    """TSN sampling by time: one frame per equal *time* segment of the clip (the frame shown at the segment's centre,
+    or at a random moment of it), from presentation times ``times`` (seconds, increasing; the last frame lasts as
+    long as the step before it). ``times`` None (a constant-rate clip) is exactly :func:`sample_indices`.
+
+    Example:
+        >>> t = np.r_[np.arange(24) / 12, 2 + np.arange(24) / 3]   # 24 frames at 1/12 s, then 24 at 1/3 s
+        >>> sample_frame_indices(t, 48, 4)    # 10 s of video: the moments 1.25, 3.75, 6.25, 8.75 s
+        [15, 29, 36, 44]
+    """
+    if times is None or len(times) != n_frames:
+        return sample_indices(n_frames, num, mode, rng)
+    if mode == "center":
+        offsets = np.full(num, 0.5)
+    elif mode == "random":
+        offsets = (rng or np.random.default_rng()).random(num)
+    else:
+        raise ValueError(f"sampling mode must be 'center' or 'random', got '{mode}'")
+    t0 = float(times[0])
+    end = float(times[-1]) + float(times[-1] - times[-2])
+    moments = t0 + (np.arange(num) + offsets) * (end - t0) / num
+    idx = np.searchsorted(times, moments, side="right") - 1
+    return np.clip(idx, 0, n_frames - 1).tolist()
 
 
 def count_frames(path: Path) -> int:
@@ -271,11 +356,12 @@ def read_frames(path: Path, indices: Sequence[int]) -> List[np.ndarray]:
 
 def read_clip(path: Path, num: int, mode: str = "center", rng: Optional[np.random.Generator] = None,
               n_frames: Optional[int] = None) -> List[np.ndarray]:
-    """Sample ``num`` frames TSN-style from a clip. ``n_frames`` (decodable frames) skips counting when known."""
+    """Sample ``num`` frames TSN-style from a clip, by time (:func:`sample_frame_indices`: a variable-frame-rate file
+    by its presentation times). ``n_frames`` (decodable frames) skips counting when known."""
     n = count_frames(path) if n_frames is None else n_frames
     if n == 0:
         raise VideoError(f"clip {path} has no decodable frames")
-    return read_frames(path, sample_indices(n, num, mode, rng))
+    return read_frames(path, sample_frame_indices(frame_times(path), n, num, mode, rng))
 
 
 def video_rate(path: Path, default: float = DEFAULT_FPS) -> Tuple[float, bool]:

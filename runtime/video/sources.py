@@ -33,13 +33,16 @@ log = logging.getLogger(__name__)
 
 
 class FileSource:
-    """Every frame of a video file, with times from its frame rate. Reports truncation or corruption.
+    """Every frame of a video file, with its presentation time. Reports truncation or corruption.
 
+    Frame times are the container's presentation times (``CAP_PROP_POS_MSEC``), so a variable-frame-rate file is
+    timed as it is shown; where a file gives none (or one that does not advance), frame ``i`` is at ``i / fps``.
     The container's frame rate and frame count are hints (:func:`~clipfsar.runtime.video.clips.sane_fps`): without a
-    believable rate, ``fps`` (default 30) is assumed, the guess is logged and ``fps_guessed`` is True, and frame
-    times come from the container's timestamps where it has them; without a believable count, ``duration`` is
-    unknown (``inf``). Frames the decoder cannot read mid-file are skipped (counted in ``skipped``, logged) and
-    reading goes on; a stream that ends well before the stated count sets ``error``.
+    believable rate, ``fps`` (default 30) is assumed, the guess is logged and ``fps_guessed`` is True; without a
+    believable count, ``duration`` is unknown (``inf``). An explicit ``fps`` (``--fps``) always wins: frame ``i`` is
+    at ``i / fps`` whatever the container says, and that is logged. Frames the decoder cannot read mid-file are
+    skipped (counted in ``skipped``, logged) and reading goes on; a stream that ends well before the stated count
+    sets ``error``.
 
     Raises:
         SourceError: missing, empty (0 bytes) or unopenable file.
@@ -61,11 +64,17 @@ class FileSource:
             raise SourceError(f"cannot open video {self.path} (not a video, or corrupt)")
         raw_fps = self.cap.get(cv2.CAP_PROP_FPS)
         container_fps = sane_fps(raw_fps)
-        self.fps_guessed = container_fps is None
-        self.fps = container_fps or _checked_fps(fps, self.path)
-        if self.fps_guessed:
-            log.warning("%s: the container gives no believable frame rate (%r); assuming %g fps%s", self.path,
-                        raw_fps, self.fps, "" if fps else " (set it with --fps)")
+        self.fixed_fps = fps is not None
+        if fps is not None:  # an explicit --fps wins over the container's rate and timestamps
+            self.fps, self.fps_guessed = _checked_fps(fps, self.path), False
+            log.info("%s: --fps %g wins over the container's %s; frame i is at i / %g s", self.path, self.fps,
+                     f"{container_fps:g} fps" if container_fps else f"unbelievable rate ({raw_fps!r})", self.fps)
+        else:
+            self.fps_guessed = container_fps is None
+            self.fps = container_fps or DEFAULT_FPS
+            if self.fps_guessed:
+                log.warning("%s: the container gives no believable frame rate (%r); assuming %g fps (set it with "
+                            "--fps)", self.path, raw_fps, self.fps)
         self.expected_frames = sane_frame_count(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.name = str(self.path)
         self.error: Optional[str] = None
@@ -73,14 +82,20 @@ class FileSource:
 
     def frames(self) -> Iterator[Frame]:
         g = FrameGrabber(self.cap)
+        last = -1.0
         try:
             while g.grab():
                 img = g.retrieve()
                 if img is None:
                     g.skipped += 1
                     continue
-                stamp = g.timestamp() if self.fps_guessed else None
-                t = stamp if stamp is not None and g.decoded > 1 else g.position / self.fps
+                t = g.position / self.fps
+                stamp = None if self.fixed_fps else g.timestamp()
+                if stamp is not None and stamp > last and abs(stamp - t) > 2e-3:  # presentation time (VFR files)
+                    t = stamp
+                elif t <= last:  # never a step back (a timestamp jumped ahead of the index before)
+                    t = last + 1.0 / self.fps
+                last = t
                 yield Frame(g.decoded - 1, t, img)
         finally:
             self.cap.release()
