@@ -1,12 +1,15 @@
 """``clipfsar run`` and ``clipfsar bench``: torch-free."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import click
 
@@ -24,6 +27,55 @@ def _decision_json(d, names) -> str:
     if d.known is not None:  # the open-set score "unknown" thresholds (runtime/teaching/cohort.py)
         out["known"] = round(d.known, 6)
     return json.dumps(out)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``docker stop``, ``systemctl stop``, a closed ssh session) stopping a run: handled like
+    Ctrl-C, so the ``--save`` video is finalized; the exit status is 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While the stream runs, SIGTERM and SIGHUP raise :class:`Stopped` in the main thread (as SIGINT raises
+    KeyboardInterrupt); the previous handlers are restored after."""
+    wanted = [sig for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if sig is not None]
+    if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Stopped(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+@contextlib.contextmanager
+def _ignoring_stop_signals() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = [sig for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if sig is not None]
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _say(message: str, err: bool = True) -> None:
+    """click.echo that survives a closed terminal (after SIGHUP stdout and stderr may be gone)."""
+    with contextlib.suppress(OSError):
+        click.echo(message, err=err)
 
 
 def _finite(ctx, param, value):
@@ -76,6 +128,7 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
 
     A live source that stops delivering is reopened; it gives up after at most
     read-timeout + retries x (open-timeout + 1 + read-timeout) + the backoff waits (75.5 s with the defaults).
+    Ctrl-C, SIGTERM and SIGHUP stop it cleanly, the --save video finalized (exit 130, 143, 129).
     """
     from clipfsar.runtime.base.threads import streaming_threads
     from clipfsar.runtime.classify.annotate import check_can_show, check_save_path
@@ -99,28 +152,32 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
         f"'unknown' when {gate} is below {thr:.4f}{' (the bundle threshold)' if threshold is None else ''}"
         if thr > 0 else "no 'unknown' (rejection off: threshold 0)"), err=True)
     sink = AnnotatedSink(save, show, getattr(src, "fps", 30.0)) if (save or show) else None
-    n, interrupted = 0, False
+    n, interrupted = 0, None
     try:
-        for d in clf.stream(src, window, hop, threshold, smooth, max_fps, on_frame=sink):
-            n += 1
-            if as_json:
-                click.echo(_decision_json(d, clf.class_names))
-            else:
-                note = "  (short clip: frames repeated, as in training)" if d.repeated_frames else ""
-                known = "" if d.known is None else f"  known {d.known:.3f}"
-                click.echo(f"[{d.t_start:7.2f}-{d.t_end:7.2f}s] frame {d.frame:6d}  {d.label:<32} {d.score:.3f}"
-                           + known + note)
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        interrupted = True
-        click.echo(f"stopped after {n} decisions", err=True)
+        with stop_on_signals():  # SIGTERM and SIGHUP stop like Ctrl-C: the saved video is finalized
+            for d in clf.stream(src, window, hop, threshold, smooth, max_fps, on_frame=sink):
+                n += 1
+                if as_json:
+                    line = _decision_json(d, clf.class_names)
+                else:
+                    note = "  (short clip: frames repeated, as in training)" if d.repeated_frames else ""
+                    known = "" if d.known is None else f"  known {d.known:.3f}"
+                    line = (f"[{d.t_start:7.2f}-{d.t_end:7.2f}s] frame {d.frame:6d}  {d.label:<32} {d.score:.3f}"
+                            + known + note)
+                _say(line, err=False)
+                with contextlib.suppress(OSError):
+                    sys.stdout.flush()
+    except KeyboardInterrupt as e:
+        interrupted = signal.Signals(e.signum).name if isinstance(e, Stopped) else "SIGINT"
+        _say(f"stopped by {interrupted} after {n} decisions")
     finally:
         if sink is not None:
-            sink.close()
+            with _ignoring_stop_signals():  # a second SIGTERM must not cut the file's finalization short
+                sink.close()  # checks the file; a full disk or a failed write fails the run (exit 2)
             if save is not None:
-                click.echo(f"wrote {sink.frames} annotated frames to {save}", err=True)
+                _say(f"wrote {sink.frames} annotated frames to {save}")
     if interrupted:
-        sys.exit(130)
+        sys.exit(130 if interrupted == "SIGINT" else 128 + int(signal.Signals[interrupted]))
     if n == 0:  # never a silent empty run
         from clipfsar.runtime.base.errors import ClipFsarError
         raise ClipFsarError(f"no decision was made on {source}: it ended before the first window of "
