@@ -17,6 +17,7 @@ import numpy as np
 from clipfsar.runtime.base.errors import ClipFsarError
 from clipfsar.runtime.classify.results import Decision
 from clipfsar.runtime.video.clips import sample_indices
+from clipfsar.runtime.video.prefetch import Prefetcher
 from clipfsar.runtime.video.sources import Frame, Gap, SourceError, open_source
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class StreamingMixin:
                         yield i, d
         finally:
             for st in states:
+                st.frames.close()  # the reader thread first: it may be inside the source's read
                 close = getattr(st.source, "close", None)
                 if close:
                     close()
@@ -213,7 +215,9 @@ class StreamingMixin:
 class _StreamState:
     def __init__(self, source, frames: int, smooth: int):
         self.source = source
-        self.frames = iter(source.frames())
+        # decoding runs ahead in its own thread (bounded queue, newest first for live sources): video/prefetch.py
+        self.frames = Prefetcher(iter(source.frames()), live=bool(getattr(source, "live", False)),
+                                 name=str(getattr(source, "name", "source")))
         self.ring: Deque[Tuple[Frame, np.ndarray]] = deque(maxlen=frames)  # (frame, (D,) feature)
         self.history: Deque[np.ndarray] = deque(maxlen=smooth)
         self.known_history: Deque[float] = deque(maxlen=smooth)
