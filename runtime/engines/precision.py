@@ -17,10 +17,11 @@ from typing import Dict
 
 from clipfsar.runtime.base.errors import BundleError, ClipFsarError
 from clipfsar.runtime.bundle.reader import PRECISIONS, Bundle
+from clipfsar.runtime.engines import openvino_precision
 
 log = logging.getLogger(__name__)
 
-CHOICES = ("auto",) + PRECISIONS
+CHOICES = ("auto",) + PRECISIONS + ("bf16",)  # bf16: the fp32 graph at bf16 on OpenVINO (openvino_precision.py)
 GPU_BACKENDS = ("trt", "tensorrt", "cuda")
 
 
@@ -52,12 +53,17 @@ def choose_precisions(bundle: Bundle, precision: str, backend: str) -> Dict[str,
         backend = usable_backends()[0]
     if precision == "fp32":
         return {name: "fp32" for name in graphs}
+    if precision == "bf16":
+        from clipfsar.runtime.engines.openvino_precision import bf16_choice
+        return bf16_choice(bundle, graphs, backend)
     if precision in ("fp16", "int8"):
         if not any(precision in bundle.precisions(n) for n in graphs):
             have = sorted({p for n in graphs for p in bundle.precisions(n)}, key=PRECISIONS.index)
             raise BundleError(f"bundle {bundle.root} has no {precision} variant (it has {', '.join(have)}); "
                               f"make one with `clipfsar calibrate {bundle.root} --precision {precision}`")
         chosen = {n: precision if precision in bundle.precisions(n) else "fp32" for n in graphs}
+    elif backend == "openvino" or (backend == "cpu" and openvino_precision.measured_on(bundle) == "openvino"):
+        chosen = openvino_precision.openvino_choice(bundle, graphs, backend)  # fastest measured on OpenVINO
     elif backend in GPU_BACKENDS:
         ok = _eligible(bundle, "fp16")
         chosen = {n: "fp16" if ok and "fp16" in bundle.precisions(n) else "fp32" for n in graphs}
