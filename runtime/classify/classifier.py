@@ -21,6 +21,7 @@ from clipfsar.runtime.classify.fusion import fuse_probs
 from clipfsar.runtime.classify.results import UNKNOWN, ClipResult, Decision, StreamStats
 from clipfsar.runtime.classify.streaming import StreamingMixin
 from clipfsar.runtime.engines.backends import create_graph
+from clipfsar.runtime.engines.cache_dir import engine_cache_dir
 from clipfsar.runtime.engines.precision import choose_precisions
 from clipfsar.runtime.video.clips import sample_indices
 from clipfsar.runtime.video.preprocess import preprocess_frames
@@ -34,13 +35,13 @@ class Classifier(StreamingMixin):
     """Few-shot action classifier over a bundle, torch-free (onnxruntime + numpy + OpenCV)."""
 
     def __init__(self, bundle: Bundle, backend: str = "auto", threads: int = 0, spinning: bool = True,
-                 precision: str = "auto"):
+                 precision: str = "auto", cache_dir: Optional[Path] = None):
         self.bundle = bundle
         facts = bundle.manifest.model
         self.facts, self.prep = facts, facts.preprocess
-        cache = bundle.root / "engines"
+        cache = engine_cache_dir(bundle.root, cache_dir)  # --cache-dir, $CLIPFSAR_CACHE_DIR, engines/, per user
         graphs = bundle.manifest.graphs
-        chosen = choose_precisions(bundle, precision, backend)
+        chosen = choose_precisions(bundle, precision, backend, ("image_encoder", "query_head"))
         self.precisions: Dict[str, str] = {g: chosen[g] for g in ("image_encoder", "query_head")}
         p_enc, p_head = self.precisions["image_encoder"], self.precisions["query_head"]
         self.image_encoder = create_graph(bundle.graph_path("image_encoder", p_enc), backend, cache, threads,
@@ -108,7 +109,7 @@ class Classifier(StreamingMixin):
 
     @staticmethod
     def load(bundle: Union[str, Path], backend: str = "auto", threads: int = 0, spinning: bool = True,
-             precision: str = "auto") -> "Classifier":
+             precision: str = "auto", cache_dir: Optional[Union[str, Path]] = None) -> "Classifier":
         """Open and validate a bundle and create its inference sessions.
 
         Args:
@@ -121,12 +122,15 @@ class Classifier(StreamingMixin):
             spinning: let idle onnxruntime threads spin (False when a video decoder shares the cores).
             precision: ``auto`` (from the bundle's precision report, see runtime/engines/precision.py), ``fp32``,
                 ``fp16`` or ``int8``; the variant each graph really runs is in ``clf.precisions``.
+            cache_dir: engine cache folder (``--cache-dir``; None: ``$CLIPFSAR_CACHE_DIR``, else the bundle's
+                ``engines/``, else a per-user folder for a read-only bundle: runtime/engines/cache_dir.py).
         Raises:
             BundleError: the bundle fails validation, or has no variant of ``precision`` (lists those it has).
             BackendUnavailableError: the backend cannot run here. PrecisionUnavailableError: the backend cannot
             run that variant (dynamic int8 on a GPU).
         """
-        clf = Classifier(Bundle.open(Path(bundle)), backend, threads, spinning, precision)
+        clf = Classifier(Bundle.open(Path(bundle)), backend, threads, spinning, precision,
+                         None if cache_dir is None else Path(cache_dir))
         log.info("bundle %s: %d classes; image encoder on %s (%s), heads on %s (%s)", bundle, len(clf.class_names),
                  clf.providers["image_encoder"], clf.precisions["image_encoder"], clf.providers["query_head"],
                  clf.precisions["query_head"])

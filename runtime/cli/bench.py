@@ -48,17 +48,18 @@ class ReplaySource:
 
 
 def run_bench(bundle: Path, source: Path, backends: Optional[List[str]] = None, total_frames: int = 10000,
-              threads: int = 0, precision: str = "auto") -> Dict:
+              threads: int = 0, precision: str = "auto", cache_dir: Optional[Path] = None) -> Dict:
     """Stream ``source`` (replayed to ``total_frames``) through each backend; returns the measurements.
 
     ``threads``: onnxruntime intra-op threads with spinning off (the decoder shares the cores); 0 = onnxruntime's
-    own default (one thread per core, spinning).
+    own default (one thread per core, spinning). ``cache_dir``: the engine cache (runtime/engines/cache_dir.py).
     """
     refuse_url(source, "bench --source")
     backends = backends or usable_backends()
     results = []
     for backend in backends:
-        clf = Classifier.load(bundle, backend=backend, threads=threads, spinning=threads == 0, precision=precision)
+        clf = Classifier.load(bundle, backend=backend, threads=threads, spinning=threads == 0, precision=precision,
+                              cache_dir=cache_dir)
         for _ in clf.stream(ReplaySource(source, 200)):  # warm-up (session initialisation, allocator)
             pass
         clf.stats = type(clf.stats)(precisions=dict(clf.precisions))

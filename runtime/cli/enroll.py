@@ -7,6 +7,8 @@ from typing import Optional, Tuple
 
 import click
 
+from clipfsar.runtime.engines.cache_dir import CACHE_OPTION_HELP
+
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
@@ -16,7 +18,11 @@ import click
 @click.option("--replace", is_flag=True, help="Enrol an already enrolled class again from these clips.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds to wait while another process writes the bundle.")
-def enroll(bundle: Path, clips: Tuple[str, ...], name: str, add: bool, replace: bool, timeout: float) -> None:
+@click.option("--backend", type=click.Choice(["cpu", "trt", "tensorrt", "cuda"]), default="cpu", show_default=True,
+              help="What runs the encoders (trt: a Jetson with TensorRT and no onnxruntime).")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), help=CACHE_OPTION_HELP)
+def enroll(bundle: Path, clips: Tuple[str, ...], name: str, add: bool, replace: bool, timeout: float,
+           backend: str = "cpu", cache_dir: Optional[Path] = None) -> None:
     """Enrol a class from K clips (video files or frame folders), or from its NAME alone (no clips: zero-shot),
     into BUNDLE, torch-free. The prototype store is rewritten atomically under a lock."""
     from clipfsar.runtime.bundle.reader import Bundle
@@ -25,7 +31,7 @@ def enroll(bundle: Path, clips: Tuple[str, ...], name: str, add: bool, replace: 
     if add and replace:
         raise EnrollError("pass --add or --replace, not both")
     mode = "add" if add else "replace" if replace else "new"
-    b = Enroller(Bundle.open(bundle)).enroll(name, list(clips), mode, timeout)
+    b = Enroller(Bundle.open(bundle), backend=backend, cache_dir=cache_dir).enroll(name, list(clips), mode, timeout)
     i = b.store.class_names.index(name.strip())
     k = int(b.store.shots[i])
     what = f"{k} shot{'s' if k != 1 else ''}" if k else "zero-shot (text feature only, scored by the video-text branch)"

@@ -15,6 +15,7 @@ import click
 
 from clipfsar.runtime.classify.annotate import AnnotatedSink
 from clipfsar.runtime.engines.backends import BACKENDS
+from clipfsar.runtime.engines.cache_dir import CACHE_OPTION_HELP
 from clipfsar.runtime.engines.precision import CHOICES as PRECISION_CHOICES
 
 log = logging.getLogger(__name__)
@@ -119,11 +120,13 @@ def _finite(ctx, param, value):
                    "per core, spinning; default: cores - 1, measured for streaming, see README).")
 @click.option("--server", help="Run the encoder and head on a `clipfsar serve` Triton server (grpc://HOST:PORT or "
               "http://HOST:PORT[?timeout=S&retries=N]); decoding, the ring buffer and smoothing stay here.")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), help=CACHE_OPTION_HELP)
 def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: Optional[float],
         threshold: Optional[float],
         smooth: int, show: bool, save: Optional[Path], as_json: bool, max_fps: Optional[float], live: bool,
         open_timeout: float, read_timeout: float, retries: int, threads: Optional[int],
-        fps: Optional[float] = None, precision: str = "auto", server: Optional[str] = None) -> None:
+        fps: Optional[float] = None, precision: str = "auto", server: Optional[str] = None,
+        cache_dir: Optional[Path] = None) -> None:
     """Classify a camera, file or network stream with a bundle.
 
     A live source that stops delivering is reopened; it gives up after at most
@@ -141,7 +144,7 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
         check_can_show()
     clf = Classifier.load(bundle, backend=server or backend, threads=streaming_threads(threads),
                           spinning=streaming_threads(threads) == 0,
-                          precision=precision)
+                          precision=precision, cache_dir=cache_dir)
     src = open_source(source, live=live or None, fps=fps, open_timeout=open_timeout, read_timeout=read_timeout,
                       max_retries=retries)
     click.echo(f"backend: image encoder on {clf.providers['image_encoder']} ({clf.precisions['image_encoder']}), "
@@ -196,14 +199,15 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
               help="onnxruntime intra-op threads (0 = its default; default: as `clipfsar run`).")
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
               help="Graph variants to run (auto: from the bundle's precision report).")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), help=CACHE_OPTION_HELP)
 def bench(bundle: Path, source: str, backends, total_frames: int, as_json: bool, threads: Optional[int],
-          precision: str = "auto") -> None:
+          precision: str = "auto", cache_dir: Optional[Path] = None) -> None:
     """Per-stage latency, decisions/s and resident memory over a long stream, per backend."""
     from clipfsar.runtime.base.threads import streaming_threads
     from clipfsar.runtime.cli.bench import run_bench
 
     report = run_bench(bundle, source, list(backends) or None, total_frames, threads=streaming_threads(threads),
-                       precision=precision)
+                       precision=precision, cache_dir=cache_dir)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -8,6 +8,7 @@ from typing import Optional
 import click
 
 from clipfsar.runtime.engines.backends import BACKENDS
+from clipfsar.runtime.engines.cache_dir import CACHE_OPTION_HELP
 from clipfsar.runtime.engines.precision import CHOICES as PRECISION_CHOICES
 
 
@@ -33,9 +34,10 @@ from clipfsar.runtime.engines.precision import CHOICES as PRECISION_CHOICES
               help="Python env (numpy<2) for Triton's Python-backend stub when this one has numpy 2 "
                    "(default: $CLIPFSAR_TRITON_STUB_ENV; see README, Serving).")
 @click.option("--log-verbose", type=click.IntRange(min=0), default=0, help="Triton's log verbosity.")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), help=CACHE_OPTION_HELP)
 def serve(bundle: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, max_batch: int,
           queue_delay_us: int, instances: int, backend: str, precision: str, threads: int,
-          stub_env: Optional[Path], log_verbose: int) -> None:
+          stub_env: Optional[Path], log_verbose: int, cache_dir: Optional[Path] = None) -> None:
     """Serve BUNDLE's image encoder and query head from a Triton server (dynamic batching across clients).
 
     Clients: `clipfsar run BUNDLE --server grpc://HOST:GRPC_PORT --source ...` or
@@ -44,7 +46,7 @@ def serve(bundle: Path, host: str, http_port: int, grpc_port: int, metrics_port:
     from clipfsar.runtime.serving.server import BundleServer
 
     server = BundleServer(bundle, host, http_port, grpc_port, metrics_port, max_batch, queue_delay_us, instances,
-                          backend, precision, threads, stub_env, log_verbose)
+                          backend, precision, threads, stub_env, log_verbose, cache_dir)
     server.start()
     try:
         click.echo(f"ready: {bundle} on grpc://{host}:{grpc_port} and http://{host}:{http_port} "

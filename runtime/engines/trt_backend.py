@@ -111,6 +111,10 @@ class TrtGraph:
         if self.engine is None:
             raise ClipFsarError(f"{self.name}: TensorRT could not deserialize the engine it built from {self.path}")
         self.context = self.engine.create_execution_context()
+        if self.context is None:  # TensorRT returns None when it cannot allocate the context's device memory
+            raise ClipFsarError(f"{self.name}: TensorRT could not create an execution context for {self.path} (out "
+                                f"of GPU memory?); free GPU memory, or rebuild with a smaller --max-batch or "
+                                f"--workspace-mb (clipfsar engine)")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if n not in self.input_names]

@@ -1,8 +1,10 @@
 """The TensorRT engine cache: pure Python, no TensorRT needed (tested on the CPU).
 
 TensorRT engines are not portable across GPUs or TensorRT versions, so each engine is stored under a key of
-(GPU name, compute capability, TensorRT version, graph sha256, precision, optimisation profile). A cache folder
-(the bundle's ``engines/`` or ``--cache-dir``) holds, per engine::
+(GPU name, compute capability, SM count, memory, TensorRT version and CUDA flavour, graph sha256, precision,
+optimisation profile, builder settings); ``KEY_FIELDS`` says why each is there. A cache folder (see
+runtime/engines/cache_dir.py: ``--cache-dir``, ``$CLIPFSAR_CACHE_DIR``, the bundle's ``engines/``, a per-user
+folder) holds, per engine::
 
     <graph>.<precision>.<digest16>.engine   the serialized engine (TensorRT's plan bytes)
     <graph>.<precision>.<digest16>.json     its record: the key's fields and the engine file's sha256
@@ -52,16 +54,35 @@ from clipfsar.runtime.engines.trt_profile import (  # noqa: F401
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-KEY_FIELDS = ("gpu_name", "compute_capability", "tensorrt_version", "graph_sha256", "precision", "profile")
-RECORD_FORMAT = 1
+# What an engine depends on, and so what its key holds (docs/tensorrt.md, "What the cache key covers"):
+#   gpu_name, compute_capability: TensorRT's kernels and tactics are chosen per GPU model and SM architecture;
+#     an engine refuses (or, across models of one architecture, silently mis-tunes on) another GPU.
+#   sm_count, memory_mb: every Jetson Orin module calls itself "Orin" with compute capability 8.7; the SM count
+#     and memory tell an AGX Orin (16 SMs) from an Orin NX / Nano (8 or 4 SMs), whose tactics differ.
+#   tensorrt_version: the full version of the library that built the plan (plans do not load across versions),
+#     with the CUDA flavour of a pip build ("10.13.3.9+cu12"), since cu12 and cu13 builds share version numbers.
+#   graph_sha256: the exact ONNX bytes of the variant built (weights, Q/DQ scales, fp16 casts are all in them).
+#   precision: redundant with the graph's sha256 (the variant carries its precision) but names the file.
+#   profile: (min, opt, max) of every input: an engine runs only the shapes it was built for.
+#   builder: the build settings that change the plan: TF32 off (fp32 is true fp32), strongly typed, and the
+#     workspace limit (it bounds which tactics TensorRT may choose).
+# Not in the key, on purpose: the driver version (plans are independent of it), the timing cache (a speed-up of
+# the build only), the host (the same GPU in another machine loads the same plan).
+KEY_FIELDS = ("gpu_name", "compute_capability", "sm_count", "memory_mb", "tensorrt_version", "graph_sha256",
+              "precision", "profile", "builder")
+RECORD_FORMAT = 2
 
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """What makes an engine portable or not: the GPU, its compute capability ("8.7") and TensorRT's version."""
+    """What makes an engine portable or not: the GPU (name, compute capability "8.7", SM count, memory in MiB,
+    whether it shares memory with the CPU, as a Jetson does) and TensorRT's version (with its CUDA flavour)."""
     gpu_name: str
     compute_capability: str
     tensorrt_version: str
+    sm_count: int = 0
+    memory_mb: int = 0
+    integrated: bool = False
 
     @property
     def digest(self) -> str:
@@ -73,15 +94,19 @@ class EngineKey:
     """The cache key of one engine; ``digest`` is the sha256 of its canonical JSON."""
     gpu_name: str
     compute_capability: str
+    sm_count: int
+    memory_mb: int
     tensorrt_version: str
     graph_sha256: str
     precision: str
     profile: Tuple[Tuple[str, Tuple[Shape, Shape, Shape]], ...]  # sorted by input name
+    builder: Tuple[Tuple[str, Any], ...]  # sorted (setting, value) pairs: see BuildSettings
 
     def fields(self) -> Dict[str, Any]:
         """The key as JSON-ready fields (what the record stores and compares)."""
         d = dataclasses.asdict(self)
         d["profile"] = {name: [list(s) for s in shapes] for name, shapes in self.profile}
+        d["builder"] = dict(self.builder)
         return d
 
     @property
@@ -93,7 +118,25 @@ class EngineKey:
         return f"{graph}.{self.precision}.{self.digest[:16]}"
 
 
-def engine_key(device: DeviceInfo, graph_sha256: str, precision: str, profile: ProfileShapes) -> EngineKey:
+@dataclass(frozen=True)
+class BuildSettings:
+    """The builder settings an engine is built with (part of its key).
+
+    ``tf32``: False: TensorRT's TF32 (on by default; 10-bit mantissa products on Ampere and newer) is cleared, so
+    fp32 layers, including those the fp16 variants keep in fp32, compute in fp32. ``workspace_mb``: the workspace
+    memory pool limit (None: TensorRT's default, the GPU's memory). ``strongly_typed``: the network takes its
+    types from the ONNX graph (always True here).
+    """
+    workspace_mb: Optional[int] = None
+    tf32: bool = False
+    strongly_typed: bool = True
+
+    def items(self) -> Tuple[Tuple[str, Any], ...]:
+        return tuple(sorted(dataclasses.asdict(self).items()))
+
+
+def engine_key(device: DeviceInfo, graph_sha256: str, precision: str, profile: ProfileShapes,
+               builder: Optional[BuildSettings] = None) -> EngineKey:
     """Build the cache key of an engine (a pure function of its arguments).
 
     Raises:
@@ -109,12 +152,13 @@ def engine_key(device: DeviceInfo, graph_sha256: str, precision: str, profile: P
     if not profile:
         raise ClipFsarError("engine key: empty optimisation profile")
     prof = tuple(sorted((name, tuple(tuple(int(d) for d in s) for s in shapes)) for name, shapes in profile.items()))
-    return EngineKey(device.gpu_name, device.compute_capability, device.tensorrt_version, graph_sha256, precision,
-                     prof)
+    return EngineKey(device.gpu_name, device.compute_capability, int(device.sm_count), int(device.memory_mb),
+                     device.tensorrt_version, graph_sha256, precision, prof, (builder or BuildSettings()).items())
 
 
-_LABELS = {"gpu_name": "GPU", "compute_capability": "compute capability", "tensorrt_version": "TensorRT",
-           "graph_sha256": "graph sha256", "precision": "precision", "profile": "optimisation profile"}
+_LABELS = {"gpu_name": "GPU", "compute_capability": "compute capability", "sm_count": "SM count",
+           "memory_mb": "GPU memory (MiB)", "tensorrt_version": "TensorRT", "graph_sha256": "graph sha256",
+           "precision": "precision", "profile": "optimisation profile", "builder": "builder settings"}
 
 
 def key_mismatch(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> List[str]:
@@ -129,8 +173,8 @@ def key_mismatch(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> List
             continue
         if f == "graph_sha256":
             out.append(f"it was built from another graph (sha256 {str(a)[:12]}..., this graph {str(b)[:12]}...)")
-        elif f == "profile":
-            out.append(f"its optimisation profile differs ({json.dumps(a)} vs {json.dumps(b)})")
+        elif f in ("profile", "builder"):
+            out.append(f"its {_LABELS[f]} differ{'s' if f == 'profile' else ''} ({json.dumps(a)} vs {json.dumps(b)})")
         else:
             out.append(f"it was built for {_LABELS[f]} '{a}' (here: '{b}')")
     return out

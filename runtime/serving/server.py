@@ -42,6 +42,7 @@ import numpy as np
 from clipfsar.runtime.base.errors import ClipFsarError
 from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.engines.backends import create_graph
+from clipfsar.runtime.engines.cache_dir import engine_cache_dir
 from clipfsar.runtime.engines.precision import choose_precisions
 from clipfsar.runtime.engines.triton_protocol import ENROLL_MODEL, HEAD_OUTPUTS, INFO_MODEL, SERVED_INPUTS, store_digest
 from clipfsar.runtime.serving.env import (  # noqa: F401 (public)
@@ -72,6 +73,7 @@ class BundleServer:
         instances: model instances per graph (each runs its own calls concurrently; the sessions are shared).
         backend, precision, threads: as ``Classifier.load`` (which graph variant runs, on what).
         stub_env: the stub's Python environment when this one has numpy >= 2 (see :func:`stub_python_env`).
+        cache_dir: engine cache folder (``--cache-dir``; None: runtime/engines/cache_dir.py's default).
     Raises:
         BundleError: the bundle fails validation. ServeError: pytriton missing, a port in use, a bad stub env,
         Triton failing to start (its log tail is in the message).
@@ -80,7 +82,7 @@ class BundleServer:
     def __init__(self, bundle, host: str = "0.0.0.0", http_port: int = 8000, grpc_port: int = 8001,
                  metrics_port: int = 8002, max_batch: int = 64, queue_delay_us: int = 2000, instances: int = 1,
                  backend: str = "auto", precision: str = "auto", threads: int = 0,
-                 stub_env: Optional[Path] = None, log_verbose: int = 0):
+                 stub_env: Optional[Path] = None, log_verbose: int = 0, cache_dir: Optional[Path] = None):
         if max_batch < 1 or instances < 1 or queue_delay_us < 0:
             raise ServeError(f"max_batch ({max_batch}) and instances ({instances}) must be >= 1, "
                              f"queue_delay_us ({queue_delay_us}) >= 0")
@@ -96,11 +98,12 @@ class BundleServer:
         except ImportError as e:
             raise ServeError("serving needs PyTriton: pip install 'clip-fsar[serve]' (nvidia-pytriton)") from e
         self.stub_env = stub_python_env(stub_env)
-        chosen = choose_precisions(self.bundle, precision, backend)
+        chosen = choose_precisions(self.bundle, precision, backend, SERVED_GRAPHS)
         self.precisions = {g: chosen[g] for g in SERVED_GRAPHS}
         graphs = self.bundle.manifest.graphs
+        cache = engine_cache_dir(self.bundle.root, cache_dir)  # runtime/engines/cache_dir.py
         self.graphs = {g: create_graph(self.bundle.graph_path(g, self.precisions[g]), backend,
-                                       self.bundle.root / "engines", threads, precision=self.precisions[g],
+                                       cache, threads, precision=self.precisions[g],
                                        spec=graphs[g], graph_sha256=self.bundle.graph_sha256(g, self.precisions[g]))
                        for g in SERVED_GRAPHS}
         self._store_lock = threading.Lock()

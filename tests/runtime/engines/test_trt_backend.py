@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from clipfsar.runtime.bundle.reader import Bundle
-from clipfsar.runtime.engines.backends import BackendUnavailableError, OnnxGraph, _provider_list, create_graph
+from clipfsar.runtime.engines.backends import BackendUnavailableError, OnnxGraph, create_graph
 from clipfsar.runtime.engines.trt_engine import trt_usable
 
 CLI = [sys.executable, "-m", "clipfsar"]
@@ -24,7 +24,7 @@ def engine_cli(*args):
     (["--max-batch", "0"], "--max-batch must be an integer >= 1"),
     (["--max-classes", "4", "--opt-classes", "5"], "--opt-classes must be between 1 and --max-classes (4)"),
     (["--workspace-mb", "0"], "--workspace-mb must be >= 1"),
-    (["--precision", "bf16"], "--precision must be one of fp32, fp16, int8"),
+    (["--precision", "bf16"], "--precision must be one of auto, fp32, fp16, int8"),
     (["--precision", "int8"], "int8"),
 ])
 def test_engine_cli_bad_options(tiny_bundle, tmp_path, args, message):
@@ -67,20 +67,9 @@ def test_auto_falls_back_to_onnxruntime_without_tensorrt(tiny_bundle):
     b = Bundle.open(tiny_bundle)
     g = create_graph(b.graph_path("image_encoder"), "auto", tiny_bundle / "engines",
                      spec=b.manifest.graphs["image_encoder"])
-    if not TRT_OK:
-        assert isinstance(g, OnnxGraph) and g.backend != "trt"
+    if not TRT_OK:  # onnxruntime's best, or OpenVINO where auto prefers it
+        assert g.backend != "trt" and (isinstance(g, OnnxGraph) or g.backend == "openvino")
     assert g.input_names == ["images"] and g.output_names == ["features"]
-
-
-def test_tensorrt_ep_options_follow_the_variant(tmp_path):
-    for precision, fp16, int8 in (("fp32", False, False), ("fp16", True, False), ("int8", False, True)):
-        name, opts = _provider_list("tensorrt", tmp_path, precision)[0]
-        assert name == "TensorrtExecutionProvider"
-        assert opts["trt_fp16_enable"] is fp16 and opts["trt_int8_enable"] is int8
-        ep_dir = tmp_path / "ort-tensorrt" / precision
-        assert opts["trt_engine_cache_path"] == opts["trt_timing_cache_path"] == str(ep_dir) and ep_dir.is_dir()
-        assert opts["trt_timing_cache_enable"] and opts["trt_engine_cache_enable"]
-    assert _provider_list("cpu", tmp_path, "fp16") == ["CPUExecutionProvider"]
 
 
 # ----- on a machine with TensorRT and a GPU -------------------------------------------------------------------
@@ -123,8 +112,12 @@ def test_classifier_on_trt_matches_cpu(tiny_bundle, stream_file, tmp_path):
     assert clf.backend == "trt" and "TensorRT" in clf.providers["image_encoder"]
     trt = clf.classify_clip(frames)
     assert trt.label == cpu.label and np.allclose(trt.scores, cpu.scores, atol=1e-3)
-    r = subprocess.run(CLI + ["engine", str(bundle)], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.count("cached") == 2  # the runtime's engines are found again
+    r = subprocess.run(CLI + ["engine", str(bundle), "--precision", "fp32"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    verbs = {line.split()[0]: line.split()[2] for line in r.stdout.splitlines() if line and not line[0].isspace()}
+    # the runtime's two engines are found again (a "why" line of a fresh build may say "cached": not counted)
+    assert verbs["image_encoder"] == verbs["query_head"] == "loaded", r.stdout
+    assert verbs["text_encoder"] == verbs["support_head"] == "built", r.stdout
 
 
 def test_engine_precision_per_graph(tiny_bundle, tmp_path):
@@ -144,7 +137,8 @@ def test_engine_precision_per_graph(tiny_bundle, tmp_path):
     assert engine_precisions(b, "fp32", names, explicit=True) == {"image_encoder": "fp32", "query_head": "fp32"}
     with pytest.raises(BundleError, match="'query_head' has no fp16 variant; it has fp32"):
         engine_precisions(b, "fp16", names, explicit=True)
-    with pytest.raises(BundleError, match="no int8 variant; it has fp32, fp16"):
+    with pytest.raises(BundleError, match=r"none of image_encoder, query_head has an int8 variant \(they have fp32, "
+                                          r"fp16\)"):
         engine_precisions(b, "int8", names, explicit=False)
 
 
@@ -174,7 +168,8 @@ def test_dynamic_int8_variant_is_refused_for_engines(tiny_bundle, tmp_path):
     shutil.copytree(tiny_bundle, root)
     method = quantize_dynamic_graph(root / "image_encoder.onnx", tmp_path / "ie8.onnx")
     b = add_variants(root, {"image_encoder": {"int8": NewVariant(tmp_path / "ie8.onnx", method)}})
-    with pytest.raises(PrecisionUnavailableError, match="dynamic quantization .* TensorRT cannot build"):
+    with pytest.raises(PrecisionUnavailableError, match="int8 variant of image_encoder is dynamic quantization"):
         engine_precisions(b, "int8", ["image_encoder", "query_head"], explicit=False)
-    r = engine_cli(root, "--precision", "int8")
+    r = engine_cli(root, "--precision", "int8", "--cache-dir", tmp_path / "cache")
     assert r.returncode == 2 and "--int8 static" in r.stderr and "Traceback" not in r.stderr
+    assert str(root) in r.stderr and "image_encoder" in r.stderr and not (tmp_path / "cache").exists()

@@ -6,7 +6,16 @@ import json
 import pytest
 
 from clipfsar.runtime.base.errors import ClipFsarError, ConfigError
-from clipfsar.runtime.engines.trt_cache import DeviceInfo, engine_key, key_mismatch, lookup, store, timing_cache_path
+from clipfsar.runtime.engines.trt_cache import (
+    KEY_FIELDS,
+    BuildSettings,
+    DeviceInfo,
+    engine_key,
+    key_mismatch,
+    lookup,
+    store,
+    timing_cache_path,
+)
 from clipfsar.runtime.engines.trt_profile import (
     ProfileOptions,
     batch_slices,
@@ -25,12 +34,12 @@ INPUTS = {
     "query_head": [{"name": "query", "shape": ["batch", 8, 32]}, {"name": "prototypes", "shape": ["classes", 8, 32]},
                    {"name": "text", "shape": ["classes", 32]}],
 }
-DEVICE = DeviceInfo("NVIDIA H200", "9.0", "10.9.0.34")
+DEVICE = DeviceInfo("NVIDIA H200", "9.0", "10.9.0.34", 132, 143771)
 SHA = hashlib.sha256(b"graph").hexdigest()
 
 
-def key(device=DEVICE, sha=SHA, precision="fp16", options=None, graph="query_head"):
-    return engine_key(device, sha, precision, profile_shapes(INPUTS[graph], options or ProfileOptions()))
+def key(device=DEVICE, sha=SHA, precision="fp16", options=None, graph="query_head", builder=None):
+    return engine_key(device, sha, precision, profile_shapes(INPUTS[graph], options or ProfileOptions()), builder)
 
 
 def test_profile_covers_every_dynamic_axis_of_every_graph():
@@ -86,13 +95,22 @@ def test_engine_key_is_a_pure_function_of_every_field():
     base = key()
     assert key().digest == base.digest and len(base.digest) == 64
     variants = {
-        "gpu_name": key(device=DeviceInfo("Orin (nvgpu)", "9.0", "10.9.0.34")),
-        "compute_capability": key(device=DeviceInfo("NVIDIA H200", "8.7", "10.9.0.34")),
-        "tensorrt_version": key(device=DeviceInfo("NVIDIA H200", "9.0", "11.0.0")),
+        "gpu_name": key(device=DeviceInfo("Orin (nvgpu)", "9.0", "10.9.0.34", 132, 143771)),
+        "compute_capability": key(device=DeviceInfo("NVIDIA H200", "8.7", "10.9.0.34", 132, 143771)),
+        # every Orin module is "Orin" 8.7: the SM count and memory tell an AGX Orin from an Orin Nano
+        "sm_count": key(device=DeviceInfo("NVIDIA H200", "9.0", "10.9.0.34", 8, 143771)),
+        "memory_mb": key(device=DeviceInfo("NVIDIA H200", "9.0", "10.9.0.34", 132, 7620)),
+        "tensorrt_version": key(device=DeviceInfo("NVIDIA H200", "9.0", "11.0.0", 132, 143771)),
         "graph_sha256": key(sha=hashlib.sha256(b"other graph").hexdigest()),
         "precision": key(precision="int8"),
         "profile": key(options=ProfileOptions(max_batch=32)),
+        "builder": key(builder=BuildSettings(workspace_mb=1024)),
     }
+    assert set(variants) == set(KEY_FIELDS)  # every field of the key is shown to matter
+    assert key(builder=BuildSettings(tf32=True)).digest != base.digest  # TF32 on would be another engine
+    assert base.fields()["builder"] == {"tf32": False, "strongly_typed": True, "workspace_mb": None}
+    # the integrated flag is not a key field (the SM count and memory already tell the modules apart)
+    assert key(device=DeviceInfo("NVIDIA H200", "9.0", "10.9.0.34", 132, 143771, True)).digest == base.digest
     for field, other in variants.items():
         assert other.digest != base.digest, field
         diff = [f for f in base.fields() if base.fields()[f] != other.fields()[f]]
