@@ -4,7 +4,8 @@
   for ViTs, where activation ranges vary too much for static scales. Runs on onnxruntime's CPU provider only
   (MatMulInteger / DynamicQuantizeLinear); TensorRT cannot run it.
 - ``static``: explicit Q/DQ with calibration data (``quantize_static``, QuantFormat.QDQ, symmetric int8
-  activations and per-channel int8 weights on Conv/MatMul/Gemm, as TensorRT's explicit INT8 wants). For TensorRT.
+  activations and per-channel int8 weights on Conv/MatMul/Gemm, biases left float -- ``QuantizeBias`` off --, as
+  TensorRT's explicit INT8 wants: runtime/engines/trt_qdq.py is the check). For TensorRT.
 - ``static-u8``: onnxruntime's fast CPU form of static Q/DQ (uint8 asymmetric activations, int8 per-channel weights,
   every op onnxruntime has a quantized kernel for). For CNN backbones on the CPU; TensorRT cannot build it.
   Calibration methods of both static forms: MinMax, Entropy, Percentile (99.999).
@@ -107,8 +108,9 @@ def quantize_static_graph(src: Path, dst: Path, batches: Iterable[Dict[str, np.n
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     with tempfile.TemporaryDirectory(prefix="clipfsar-int8-") as work:
-        if not u8:
-            extra["CalibTensorRangeSymmetric"] = True
+        if not u8:  # TensorRT's form: symmetric (zero zero-points) and float biases (no INT32 DequantizeLinear,
+            # which TensorRT's parser rejects; it fuses the bias itself): runtime/engines/trt_qdq.py checks both
+            extra.update(CalibTensorRangeSymmetric=True, QuantizeBias=False)
         quantize_static(str(_preprocessed(Path(src), Path(work))), str(dst), reader, quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8 if u8 else QuantType.QInt8, weight_type=QuantType.QInt8,
                         per_channel=True, calibrate_method=calib, op_types_to_quantize=None if u8 else OPS,
@@ -116,4 +118,5 @@ def quantize_static_graph(src: Path, dst: Path, batches: Iterable[Dict[str, np.n
     n = sum(len(next(iter(b.values()))) for b in batches)
     if u8:
         return f"int8-qdq-u8-{method} (onnxruntime quantize_static, Q/DQ, uint8 activations, CPU; {n} frames)"
-    return f"int8-qdq-{method} (onnxruntime quantize_static, Q/DQ, symmetric, per-channel; {n} frames)"
+    return (f"int8-qdq-{method} (onnxruntime quantize_static, Q/DQ, symmetric, per-channel, float biases: "
+            f"TensorRT's form; {n} frames)")
