@@ -35,6 +35,7 @@ class TrainConfig:
     amp: str = "auto"
     freeze_backbone: bool = False
     cache_samplings: int = 4
+    feature_cache: str = ""  # folder of frozen-backbone caches shared by runs (keyed by tower, seed); "" = run folder
     workers: int = 2
     model: Dict[str, Any] = field(default_factory=dict)
     class_names: Dict[str, str] = field(default_factory=dict)  # class folder or id -> name (--class-names)

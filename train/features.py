@@ -91,3 +91,15 @@ def cached_split_features(model, loader: ClipLoader, clipset: ClipSet, cache_fil
         with staged_file(Path(cache_file)) as tmp:
             save_file(cache, str(tmp))
     return torch.stack([torch.stack([cache[k] for k in row]) for row in keys])
+
+
+def feature_fingerprint(model, prep: PreprocessConfig, seed: int) -> str:
+    """16 hex digits of sha256 over the image tower's weights, the preprocessing, T and the sampling seed: what a
+    cached frame feature depends on (a shared cache file is named by it, so another prior never reuses it)."""
+    import dataclasses
+    import hashlib
+    h = hashlib.sha256(repr((dataclasses.asdict(prep), model.cfg.frames, int(seed))).encode())
+    for name, tensor in sorted(model.clip.visual.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -25,10 +25,11 @@ from clipfsar.runtime.base.jsonconfig import from_dict, read_json, to_dict, writ
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import load_split
+from .episode_batch import EpisodeBatchLoss
 from .episodes import episode_rng, sample_episode
 from .evaluate import evaluate_features
 from .factory import create_model_and_transforms
-from .features import ClipLoader, all_clips, cached_split_features, class_offsets, encode_clips
+from .features import ClipLoader, all_clips, cached_split_features, class_offsets, encode_clips, feature_fingerprint
 from .model import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,9 @@ class Trainer:
         self.optim = _optimizer(self.model, cfg)
         self.amp = _amp_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16)
-        self.ddp = DistributedDataParallel(self.model) if self.world > 1 else None
+        # frozen backbone: all of a step's episodes in one pass over cached features (train/episode_batch.py)
+        self.batch_loss = EpisodeBatchLoss(self.model) if cfg.freeze_backbone else None
+        self.ddp = DistributedDataParallel(self.batch_loss or self.model) if self.world > 1 else None
         self.step, self.best = 0, -1.0
         if self.resume:
             self._load_resume_state()
@@ -138,6 +141,12 @@ class Trainer:
 
     def _cached(self, clipset, samplings: int) -> torch.Tensor:
         file = self.out / f"features_{clipset.split}.safetensors"
+        if self.cfg.feature_cache:  # shared by runs: one file per image tower, preprocessing, T and sampling seed
+            file = Path(self.cfg.feature_cache) / (f"features_{clipset.split}_"
+                                                   f"{feature_fingerprint(self.model, self.prep, self.cfg.seed)}"
+                                                   ".safetensors")
+            if self.rank == 0:
+                file.parent.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             feats = cached_split_features(self.model, self.loader, clipset, file, samplings, self.cfg.seed,
                                           self.device)
@@ -194,6 +203,8 @@ class Trainer:
             g["lr"] = lr
         self.optim.zero_grad(set_to_none=True)
         mine = list(range(self.rank, cfg.episodes_per_step, self.world))
+        if self.batch_loss is not None:
+            return self._cached_step(mine, lr)
         totals = {"loss": 0.0, "loss_fewshot": 0.0, "loss_videotext": 0.0, "acc": 0.0}
         for j, i in enumerate(mine):
             support, query, labels, text, vt_labels = self._episode_batch(episode_rng(cfg.seed, self.step, i))
@@ -209,6 +220,21 @@ class Trainer:
         self.scaler.update()
         totals["lr"] = lr
         return totals
+
+    def _cached_step(self, mine, lr: float) -> Dict[str, float]:
+        """One optimizer step on this rank's episodes ``mine``, stacked into one forward and one backward."""
+        cfg = self.cfg
+        batches = [self._episode_batch(episode_rng(cfg.seed, self.step, i)) for i in mine]
+        support, query, labels, text, vt_labels = (torch.stack(parts) for parts in zip(*batches))
+        with torch.autocast(self.device.split(":")[0], dtype=self.amp, enabled=self.amp is not None):
+            out = (self.ddp or self.batch_loss)(support, query, labels, text, self.vt_text, vt_labels, cfg.alpha)
+        self.scaler.scale(out["loss"]).backward()
+        self.scaler.step(self.optim)
+        self.scaler.update()
+        stats = {key: float(out[key].detach()) for key in ("loss", "loss_fewshot", "loss_videotext")}
+        stats["acc"] = float((out["logits"].argmax(-1) == labels).float().mean())
+        stats["lr"] = lr
+        return stats
 
     # ----- validation -----------------------------------------------------------------------------------------
     def _validate(self) -> float:
