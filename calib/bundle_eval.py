@@ -9,7 +9,7 @@ import numpy as np
 from clipfsar.runtime.base.errors import DatasetError
 from clipfsar.runtime.bundle.reader import Bundle
 from clipfsar.runtime.classify.fusion import fuse_probs
-from clipfsar.runtime.engines.backends import OnnxGraph
+from clipfsar.runtime.engines.backends import OnnxGraph, create_graph
 from clipfsar.runtime.engines.precision import choose_precisions
 from clipfsar.runtime.video.clips import read_clip
 from clipfsar.runtime.video.preprocess import preprocess_frames
@@ -40,7 +40,9 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "test", way: int 
     bundle = Bundle.open(Path(bundle_dir))
     facts = bundle.manifest.model
     chosen = choose_precisions(bundle, precision, backend)
-    graphs = {g: OnnxGraph(bundle.graph_path(g, chosen[g]), backend=backend, precision=chosen[g])
+    graphs = {g: create_graph(bundle.graph_path(g, chosen[g]), backend, None, precision=chosen[g],
+                              spec=bundle.manifest.graphs[g]) if backend == "openvino" else
+              OnnxGraph(bundle.graph_path(g, chosen[g]), backend=backend, precision=chosen[g])
               for g in bundle.manifest.graphs}
     class_map = class_map or bundle.manifest.class_map or None  # numbered folders: names as exported
     clipset = load_split(Path(data), split, min_clips=shot + 1, class_map=class_map)

@@ -27,12 +27,15 @@ MODES = ("auto", "dynamic", "static", "static-u8")
 OPS = ["Conv", "MatMul", "Gemm"]
 
 
-def int8_mode_for(arch: str, mode: str = "auto") -> str:
-    """``dynamic`` for ViTs (and any transformer), ``static-u8`` Q/DQ for CNN backbones (``RN50`` ...), or ``mode``."""
+def int8_mode_for(arch: str, mode: str = "auto", backend: str = "cpu") -> str:
+    """``mode``, or for ``auto``: on onnxruntime's CPU ``dynamic`` for ViTs (and any transformer) and ``static-u8``
+    Q/DQ for CNN backbones (``RN50`` ...); on OpenVINO the symmetric ``static`` Q/DQ for both (calib/openvino.py)."""
     if mode not in MODES:
         raise ValueError(f"int8 mode must be one of {', '.join(MODES)}, got '{mode}'")
     if mode != "auto":
         return mode
+    if backend == "openvino":
+        return "static"
     return "static-u8" if arch.upper().startswith("RN") else "dynamic"
 
 

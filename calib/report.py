@@ -73,6 +73,12 @@ def format_report(manifest) -> str:
             rows.append(f"{name:<14}{p:<8}{r['cosine_mean']:>10.5f}{r['cosine_min']:>10.5f}{r['max_abs_diff']:>11.2e}"
                         f"{r['latency_ms_fp32']:>9.2f}{r['latency_ms']:>8.2f}{r['speedup']:>8.2f}x  {v.method}")
     rep = manifest.precision_report
+    for name, by_precision in rep.get("execution_precisions", {}).items():  # bf16: no file, the fp32 graph
+        for p, r in by_precision.items():
+            if "cosine_mean" in r:
+                rows.append(f"{name:<14}{p:<8}{r['cosine_mean']:>10.5f}{r['cosine_min']:>10.5f}"
+                            f"{r['max_abs_diff']:>11.2e}{r['latency_ms_fp32']:>9.2f}{r['latency_ms']:>8.2f}"
+                            f"{r['speedup']:>8.2f}x  the fp32 graph at {p} inference precision (OpenVINO)")
     if rep:
         rows.append(f"latency: {rep.get('provider', '?')}, {rep.get('threads', 0) or 'default'} threads, "
                     f"{rep.get('machine', '?')}")

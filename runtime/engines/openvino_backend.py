@@ -28,7 +28,7 @@ import logging
 import platform
 import threading
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -176,6 +176,7 @@ class OvGraph:
         threads: ``INFERENCE_NUM_THREADS`` (0 = OpenVINO's default).
         graph_sha256: the graph's sha256 from the manifest (else computed).
         name: the graph's name in cache file names (default: the file name up to its first dot).
+        names: the graph's input and output names (the manifest's), chosen among a port's tensor names.
     Raises:
         OpenVinoUnavailableError: OpenVINO missing or no such device. OvCompileError: OpenVINO cannot compile
         this graph (``create_graph`` then falls back to fp32, logging why). ClipFsarError: an unknown precision,
@@ -183,7 +184,8 @@ class OvGraph:
     """
 
     def __init__(self, path: Path, precision: str = "fp32", cache_dir: Optional[Path] = None, threads: int = 0,
-                 graph_sha256: Optional[str] = None, name: Optional[str] = None, device: str = "CPU"):
+                 graph_sha256: Optional[str] = None, name: Optional[str] = None, device: str = "CPU",
+                 names: Sequence[str] = ()):
         if precision not in PRECISIONS:
             raise ClipFsarError(f"OpenVINO: unknown precision '{precision}' (one of {', '.join(PRECISIONS)})")
         ok, why = openvino_usable(device)
@@ -225,8 +227,9 @@ class OvGraph:
                     self.cache_note = f"compiled and cached in {folder}"
                 except (OSError, RuntimeError) as e:  # a read-only bundle: compiled in memory every start
                     log.warning("cannot cache the compiled %s in %s: %s", self.name, folder, e)
-        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
-        self.output_names = [o.get_any_name() for o in self.compiled.outputs]
+        # a port may carry several tensor names (an fp16 variant's input Cast adds one): the manifest's name wins
+        self.input_names = [_port_name(i, names) for i in self.compiled.inputs]
+        self.output_names = [_port_name(o, names) for o in self.compiled.outputs]
         self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()
         self.backend = "openvino"
@@ -239,8 +242,20 @@ class OvGraph:
         if missing:
             raise ClipFsarError(f"{self.path.name}: missing inputs {sorted(missing)}")
         with self._lock:  # one infer request: calls from several threads take turns
-            res = self._request.infer({k: np.ascontiguousarray(inputs[k]) for k in self.input_names})
-            return {o.get_any_name(): np.array(res[o]) for o in self.compiled.outputs}
+            res = self._request.infer({i: np.ascontiguousarray(inputs[k]) for i, k in enumerate(self.input_names)})
+            return {k: np.array(res[o]) for k, o in zip(self.output_names, self.compiled.outputs)}
+
+
+def _port_name(port, wanted: Sequence[str]) -> str:
+    """The port's tensor name that is in ``wanted``, else its shortest (the ONNX name before OpenVINO's aliases)."""
+    names = sorted(port.get_names(), key=lambda n: (len(n), n))
+    return next((n for n in names if n in wanted), names[0] if names else port.get_any_name())
+
+
+def _spec_names(spec) -> Tuple[str, ...]:
+    if spec is None:
+        return ()
+    return tuple(t["name"] if isinstance(t, dict) else t.name for t in list(spec.inputs) + list(spec.outputs))
 
 
 def _fp32_graph(path: Path, spec) -> Optional[Path]:
@@ -268,7 +283,7 @@ def openvino_graph(path: Path, precision: str = "fp32", cache_dir: Optional[Path
     if announce:
         log.info("backend auto: OpenVINO on this x86 CPU (installed, no CUDA GPU)")
     try:
-        return OvGraph(path, precision, cache_dir, threads, graph_sha256, name)
+        return OvGraph(path, precision, cache_dir, threads, graph_sha256, name, names=_spec_names(spec))
     except OvCompileError as e:
         if precision == "fp32":
             raise
@@ -277,4 +292,4 @@ def openvino_graph(path: Path, precision: str = "fp32", cache_dir: Optional[Path
             raise
         log.warning("%s; running %s in fp32 instead", e, name or Path(path).name)
         return OvGraph(fp32, "fp32", cache_dir, threads, graph_sha256 if precision == "bf16" else
-                       getattr(spec, "sha256", None), name)
+                       getattr(spec, "sha256", None), name, names=_spec_names(spec))
