@@ -49,6 +49,11 @@ STALL_SECONDS = 1.5     # no frame for this long: the page says the source is no
 REOPEN_SECONDS = 5.0    # after a source gave up (as `run` would): wait this long, then open it again
 
 
+def _ema(mean: Optional[float], x: float, alpha: float = 0.05) -> float:
+    """Exponential moving average (the first value starts it)."""
+    return x if mean is None else (1 - alpha) * mean + alpha * x
+
+
 class _Restart(Exception):
     """Raised from ``on_frame`` to restart the stream (smoothing over a changed set of classes)."""
 
@@ -130,6 +135,7 @@ class StudioSession:
         self.status: Dict[str, Any] = {"state": "starting", "message": f"opening {source}"}
         self.frames_read = self.frames_shown = self.gaps = 0
         self.source_fps = self.shown_fps = 0.0
+        self._source_dt = self._shown_dt = None
         self._last_frame_at = 0.0
         self.started_at = time.monotonic()
         self._threads = [threading.Thread(target=self._stream_loop, name="studio-stream", daemon=True),
@@ -228,9 +234,9 @@ class StudioSession:
 
     def _on_frame(self, frame, decision: Optional[Decision]) -> None:
         now = time.monotonic()
-        if self._last_frame_at:
-            dt = max(now - self._last_frame_at, 1e-6)
-            self.source_fps = 1 / dt if not self.source_fps else 0.95 * self.source_fps + 0.05 / dt
+        if self._last_frame_at:  # the mean interval, then its inverse (a mean of 1/dt is biased by bursts)
+            self._source_dt = _ema(self._source_dt, now - self._last_frame_at)
+            self.source_fps = 1 / max(self._source_dt, 1e-6)
         self._last_frame_at = now
         self.frames_read += 1
         if self.status.get("state") not in ("live", "playing"):
@@ -255,7 +261,8 @@ class StudioSession:
         out = {"type": "decision", "label": d.label, "score": round(d.score, 6),
                "known": None if d.known is None else round(d.known, 6), "t_start": round(d.t_start, 4),
                "t_end": round(d.t_end, 4), "frame": d.frame, "time": time.time(),
-               "scores": {n: round(s, 6) for n, s in zip(names, d.scores)}}
+               "scores": {n: round(s, 6) for n, s in zip(names, d.scores)},
+               "source_fps": round(self.source_fps, 2), "shown_fps": round(self.shown_fps, 2)}
         self.last = out
         h = self.history[-1] if self.history else None
         if h is not None and h["label"] == d.label:
@@ -282,8 +289,8 @@ class StudioSession:
             jpeg = self._draw(frame.image, decision)
             now = time.monotonic()
             if last_pub:
-                dt = max(now - last_pub, 1e-6)
-                self.shown_fps = 1 / dt if not self.shown_fps else 0.95 * self.shown_fps + 0.05 / dt
+                self._shown_dt = _ema(self._shown_dt, now - last_pub)
+                self.shown_fps = 1 / max(self._shown_dt, 1e-6)
             last_pub = now
             self.frames_shown += 1
             self.frames.publish((jpeg, frame.index, read_at))

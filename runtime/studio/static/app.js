@@ -50,14 +50,18 @@ function renderDecision(d) {
   $("score").textContent = "score " + d.score.toFixed(3);
   $("known").textContent = d.known === null || d.known === undefined ? "" : "known " + d.known.toFixed(3);
   for (const li of $("classes").children) li.classList.toggle("current", li.dataset.name === d.label);
+  if (d.source_fps !== undefined) {
+    $("rates").textContent = `source ${d.source_fps.toFixed(1)} frames/s, page ${d.shown_fps.toFixed(1)} frames/s`;
+  }
   const h = $("history");
   const first = h.firstElementChild;
+  const at = new Date(d.time * 1000).toLocaleTimeString();
   if (first && first.dataset.label === d.label) {
     const n = Number(first.dataset.n) + 1;
     first.dataset.n = n;
-    first.textContent = `${d.label}  ${d.score.toFixed(2)}  x${n}  (to ${d.t_end.toFixed(1)} s)`;
+    first.textContent = `${at}  ${d.label}  ${d.score.toFixed(2)}  x${n}`;
   } else {
-    const li = el("li", { text: `${d.label}  ${d.score.toFixed(2)}  x1  (to ${d.t_end.toFixed(1)} s)` });
+    const li = el("li", { text: `${at}  ${d.label}  ${d.score.toFixed(2)}  x1` });
     li.dataset.label = d.label;
     li.dataset.n = 1;
     h.prepend(li);
@@ -65,7 +69,11 @@ function renderDecision(d) {
   }
 }
 
+let classesKey = "";
 function renderClasses(s) {
+  const key = JSON.stringify(s.classes.map((c) => [c.name, c.shots]));
+  if (key === classesKey) return;  // unchanged: keep the elements (and what the user is pointing at)
+  classesKey = key;
   const ul = $("classes");
   ul.replaceChildren();
   for (const c of s.classes) {
@@ -82,12 +90,20 @@ function renderClasses(s) {
   }
 }
 
+let takesKey = "";
 function renderTakes(s) {
+  lastTake = null;
+  for (const t of s.takes) if (t.state === "done") lastTake = t;
+  $("record").disabled = s.recording;
+  $("cancel").hidden = !s.recording;
+  const active = s.takes.find((t) => !["done", "failed"].includes(t.state));
+  $("rec-state").textContent = active ? `recording: ${active.state}` : "";
+  const key = JSON.stringify(s.takes);
+  if (key === takesKey) return;
+  takesKey = key;
   const box = $("takes");
   box.replaceChildren();
-  lastTake = null;
   for (const t of s.takes) {
-    if (t.state === "done") lastTake = t;
     const head = el("div", { class: "dim", text: `take ${t.id}: ${t.state}` + (t.message ? ` (${t.message})` : "") },
       " ", el("button", { class: "small secondary", text: "drop", onclick: () => api("DELETE", `/api/takes/${t.id}`) }));
     box.append(head);
@@ -99,10 +115,6 @@ function renderTakes(s) {
                        onclick: () => api("DELETE", `/api/takes/${t.id}/clips/${c.n}`) })));
     }
   }
-  $("record").disabled = s.recording;
-  $("cancel").hidden = !s.recording;
-  const active = s.takes.find((t) => !["done", "failed"].includes(t.state));
-  $("rec-state").textContent = active ? `recording: ${active.state}` : "";
 }
 
 function render(s) {
@@ -126,8 +138,10 @@ function render(s) {
   $("refit").title = t.refit_with ? `refit on the ${t.refit_with === "data" ? "--data split" : "bundle's open-set cohort"}`
     : "needs an open-set cohort in the bundle (clipfsar calibrate-threshold) or --data";
   $("clips-dir").textContent = "clips kept in " + s.clips_dir;
-  if (s.last) renderDecision(s.last);
+  $("rates").textContent = `source ${st.source_fps.toFixed(1)} frames/s, page ${st.shown_fps.toFixed(1)} frames/s`;
+  if (s.last && !shownFirst) { shownFirst = true; renderDecision(s.last); }
 }
+let shownFirst = false;
 
 async function record() {
   const body = { shots: Number($("shots").value), seconds: Number($("seconds").value),
