@@ -240,3 +240,17 @@ def test_cuda_check_unpacks_cuda_python_results():
     assert cuda_check((cudaError_t.cudaSuccess,)) is None
     with pytest.raises(ClipFsarError, match=r"cudaErrorNoDevice \(100\)"):
         cuda_check((cudaError_t.cudaErrorNoDevice, 0))
+
+
+def test_a_record_of_the_previous_key_format_is_rebuilt(tmp_path):
+    """Records written before the key held the SM count, memory and builder settings are never loaded."""
+    k = key()
+    store(tmp_path, "query_head", k, b"PLAN")
+    rec_path = tmp_path / f"{k.stem('query_head')}.json"
+    rec = json.loads(rec_path.read_text())
+    for f in ("sm_count", "memory_mb", "builder"):
+        del rec["key"][f]
+    rec_path.write_text(json.dumps(rec))
+    decision, blob = lookup(tmp_path, "query_head", k)
+    assert decision.action == "build" and blob is None
+    assert "the record has no SM count" in decision.reason and "builder settings" in decision.reason
