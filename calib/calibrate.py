@@ -82,6 +82,12 @@ def _make_variants(bundle: Bundle, precisions: Sequence[str], work: Path, calib:
             if mode.startswith("static"):
                 how = quantize_static_graph(src, dst, [{"images": calib[i:i + 8]} for i in range(0, len(calib), 8)],
                                             method, u8=mode == "static-u8")
+                if mode == "static":  # the TensorRT form: checked against TensorRT's Q/DQ rules before it is added
+                    from clipfsar.runtime.engines.trt_qdq import qdq_problems
+                    problems = qdq_problems(dst)
+                    if problems:
+                        raise ClipFsarError(f"the int8 Q/DQ variant of {name} breaks TensorRT's rules (nothing was "
+                                            f"added to {bundle.root}): {'; '.join(problems[:3])}")
             else:
                 how = quantize_dynamic_graph(src, dst)
             made.setdefault(name, {})["int8"] = NewVariant(dst, how)
