@@ -164,3 +164,24 @@ def test_studio_stops_on_ctrl_c_with_a_page_open(studio):
     took = studio.close()
     assert studio.proc.returncode in (0, 130, -2) and took < 10, (took, studio.log()[-2000:])
     assert time.monotonic() - t0 < 15
+
+
+def test_refit_threshold_on_the_cohort(studio_bundle, held_out_source, synth_data, tmp_path):
+    """A bundle with an open-set cohort: the page's refit stores a znorm threshold (2-fold on the cohort) in the
+    manifest, and the decisions carry the open-set score 'known' it thresholds."""
+    from clipfsar.runtime.teaching.openset import build_cohort
+    build_cohort(Bundle.open(studio_bundle), synth_data, "train", max_clips=40)
+    s = Studio(studio_bundle, held_out_source, tmp_path)
+    try:
+        assert request(s.url + "api/state")[2]["threshold"]["refit_with"] == "cohort"
+        st, _, out = request(s.url + "api/threshold/refit", "POST", {"far": 0.1})
+        assert st == 200, out
+        t = Bundle.open(studio_bundle).manifest.calibration["threshold"]
+        assert t["score"] == "znorm" and t["split"] == "cohort (2-fold)" and t["far"] == 0.1 and 0 < t["value"] < 1
+        assert t["accepted_unknown"] <= 0.1 and t["unknown_clips"] == 40
+        assert out["threshold"]["bundle"] == t["value"] and out["threshold"]["live"] == t["value"]
+        got = sse_events(s.url + "api/events", lambda e, d: e == "decision" and d["known"] is not None, 15)
+        assert 0 <= got[-1][1]["known"] <= 1
+        assert request(s.url + "api/threshold/refit", "POST", {"far": 1.5})[0] == 400
+    finally:
+        s.close()
