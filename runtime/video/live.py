@@ -274,6 +274,9 @@ class LiveSource:
         threading.Thread(target=attempt, name=f"open-{self.name}", daemon=True).start()
         if not done.wait(self.open_timeout + _GRACE):
             box["abandoned"] = True  # the thread releases the capture if the open ever returns
+            if self.fifo:  # opening a FIFO waits for a writer
+                return None, (f"{self.spec} is a FIFO (named pipe) and no process wrote a stream OpenCV can decode "
+                              f"to it within {self.open_timeout:g} s")
             return None, f"timed out after {self.open_timeout:g} s"
         if "error" in box:
             return None, redact(box["error"])

@@ -34,10 +34,19 @@ def test_absent_camera_is_a_clear_error():
         open_source("7")
 
 
-def test_live_source_reconnects_after_dropout_and_reports_gap(stream_file):
-    src = LiveSource(str(stream_file), opener=lambda: cv2.VideoCapture(str(stream_file)), retry_initial=0.05)
+def test_live_source_reconnects_after_dropout_and_reports_gap(stream_file, tmp_path):
+    from clipfsar.train.synth import write_video
+    later = tmp_path / "later.mp4"  # what the camera shows after it comes back (new content, not a replay)
+    write_video(later, [f.image[:, ::-1] for f in FileSource(stream_file).frames()], fps=12)
+    opened = []
+
+    def opener():
+        opened.append(1)
+        return cv2.VideoCapture(str(stream_file if len(opened) == 1 else later))
+
+    src = LiveSource(str(stream_file), opener=opener, retry_initial=0.05)
     events = []
-    for item in src.frames():  # the file ending is a drop-out; reopening it is the reconnection
+    for item in src.frames():  # the file ending is a drop-out; reopening (the later content) is the reconnection
         events.append(item)
         if any(isinstance(e, Gap) for e in events) and isinstance(item, Frame):
             break
