@@ -62,6 +62,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 #   tensorrt_version: the full version of the library that built the plan (plans do not load across versions),
 #     with the CUDA flavour of a pip build ("10.13.3.9+cu12"), since cu12 and cu13 builds share version numbers.
 #   graph_sha256: the exact ONNX bytes of the variant built (weights, Q/DQ scales, fp16 casts are all in them).
+#   external_data: for a graph over 2 GB, the sha256 of its external weight files (the .onnx then holds only
+#     references to them, so its own sha256 would not change with the weights); "" for one-file graphs.
 #   precision: redundant with the graph's sha256 (the variant carries its precision) but names the file.
 #   profile: (min, opt, max) of every input: an engine runs only the shapes it was built for.
 #   builder: the build settings that change the plan: TF32 off (fp32 is true fp32), strongly typed, and the
@@ -69,7 +71,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # Not in the key, on purpose: the driver version (plans are independent of it), the timing cache (a speed-up of
 # the build only), the host (the same GPU in another machine loads the same plan).
 KEY_FIELDS = ("gpu_name", "compute_capability", "sm_count", "memory_mb", "tensorrt_version", "graph_sha256",
-              "precision", "profile", "builder")
+              "external_data", "precision", "profile", "builder")
 RECORD_FORMAT = 2
 
 
@@ -98,6 +100,7 @@ class EngineKey:
     memory_mb: int
     tensorrt_version: str
     graph_sha256: str
+    external_data: str
     precision: str
     profile: Tuple[Tuple[str, Tuple[Shape, Shape, Shape]], ...]  # sorted by input name
     builder: Tuple[Tuple[str, Any], ...]  # sorted (setting, value) pairs: see BuildSettings
@@ -136,7 +139,7 @@ class BuildSettings:
 
 
 def engine_key(device: DeviceInfo, graph_sha256: str, precision: str, profile: ProfileShapes,
-               builder: Optional[BuildSettings] = None) -> EngineKey:
+               builder: Optional[BuildSettings] = None, external_data: str = "") -> EngineKey:
     """Build the cache key of an engine (a pure function of its arguments).
 
     Raises:
@@ -153,11 +156,13 @@ def engine_key(device: DeviceInfo, graph_sha256: str, precision: str, profile: P
         raise ClipFsarError("engine key: empty optimisation profile")
     prof = tuple(sorted((name, tuple(tuple(int(d) for d in s) for s in shapes)) for name, shapes in profile.items()))
     return EngineKey(device.gpu_name, device.compute_capability, int(device.sm_count), int(device.memory_mb),
-                     device.tensorrt_version, graph_sha256, precision, prof, (builder or BuildSettings()).items())
+                     device.tensorrt_version, graph_sha256, external_data, precision, prof,
+                     (builder or BuildSettings()).items())
 
 
 _LABELS = {"gpu_name": "GPU", "compute_capability": "compute capability", "sm_count": "SM count",
            "memory_mb": "GPU memory (MiB)", "tensorrt_version": "TensorRT", "graph_sha256": "graph sha256",
+           "external_data": "external weights' sha256",
            "precision": "precision", "profile": "optimisation profile", "builder": "builder settings"}
 
 
@@ -171,8 +176,9 @@ def key_mismatch(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> List
         a, b = recorded[f], wanted[f]
         if a == b:
             continue
-        if f == "graph_sha256":
-            out.append(f"it was built from another graph (sha256 {str(a)[:12]}..., this graph {str(b)[:12]}...)")
+        if f in ("graph_sha256", "external_data"):
+            out.append(f"it was built from another graph ({_LABELS[f]} {str(a)[:12]}..., this graph "
+                       f"{str(b)[:12]}...)")
         elif f in ("profile", "builder"):
             out.append(f"its {_LABELS[f]} differ{'s' if f == 'profile' else ''} ({json.dumps(a)} vs {json.dumps(b)})")
         else:

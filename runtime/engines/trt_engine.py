@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import logging
 import time
@@ -304,6 +305,30 @@ def check_int8_graph(onnx_path: Path, graph: str, bundle_root: Optional[Path] = 
             f"{bundle_root or 'BUNDLE'} --precision int8 --int8 static`, or use fp16/fp32 engines")
 
 
+def external_data_sha256(onnx_path: Path) -> str:
+    """sha256 over the external weight files a graph over 2 GB references ("" for a one-file graph), for the key.
+
+    The locations are read from the graph's initializers (``onnx``, without loading the weights); without the
+    onnx package, the exporter's own naming (``<file>.data`` beside the graph) is used.
+    """
+    onnx_path = Path(onnx_path)
+    try:
+        import onnx
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        locations = sorted({e.value for t in model.graph.initializer
+                            if t.data_location == onnx.TensorProto.EXTERNAL for e in t.external_data
+                            if e.key == "location"})
+    except ImportError:
+        guess = onnx_path.with_name(onnx_path.name + ".data")
+        locations = [guess.name] if guess.is_file() else []
+    if not locations:
+        return ""
+    h = hashlib.sha256()
+    for loc in locations:
+        h.update(f"{loc}\0{sha256_of(onnx_path.parent / loc)}\0".encode())
+    return h.hexdigest()
+
+
 def ensure_engine(onnx_path: Path, graph: str, inputs: Sequence[Any], precision: str = "fp32",
                   cache_dir: Optional[Path] = None, options: Optional[ProfileOptions] = None,
                   workspace_mb: Optional[int] = None, graph_sha256: Optional[str] = None,
@@ -334,7 +359,8 @@ def ensure_engine(onnx_path: Path, graph: str, inputs: Sequence[Any], precision:
     if workspace_mb is None:
         workspace_mb = options.workspace_mb if options.workspace_mb is not None else default_workspace_mb(device)
     settings = BuildSettings(workspace_mb=workspace_mb)
-    key = engine_key(device, graph_sha256 or sha256_of(Path(onnx_path)), precision, shapes, settings)
+    key = engine_key(device, graph_sha256 or sha256_of(Path(onnx_path)), precision, shapes, settings,
+                     external_data_sha256(Path(onnx_path)))
     if cache_dir is not None and not rebuild:
         decision, blob = lookup(Path(cache_dir), graph, key)
         if blob is not None:

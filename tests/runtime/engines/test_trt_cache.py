@@ -38,8 +38,9 @@ DEVICE = DeviceInfo("NVIDIA H200", "9.0", "10.9.0.34", 132, 143771)
 SHA = hashlib.sha256(b"graph").hexdigest()
 
 
-def key(device=DEVICE, sha=SHA, precision="fp16", options=None, graph="query_head", builder=None):
-    return engine_key(device, sha, precision, profile_shapes(INPUTS[graph], options or ProfileOptions()), builder)
+def key(device=DEVICE, sha=SHA, precision="fp16", options=None, graph="query_head", builder=None, external=""):
+    return engine_key(device, sha, precision, profile_shapes(INPUTS[graph], options or ProfileOptions()), builder,
+                      external)
 
 
 def test_profile_covers_every_dynamic_axis_of_every_graph():
@@ -102,6 +103,8 @@ def test_engine_key_is_a_pure_function_of_every_field():
         "memory_mb": key(device=DeviceInfo("NVIDIA H200", "9.0", "10.9.0.34", 132, 7620)),
         "tensorrt_version": key(device=DeviceInfo("NVIDIA H200", "9.0", "11.0.0", 132, 143771)),
         "graph_sha256": key(sha=hashlib.sha256(b"other graph").hexdigest()),
+        # a graph over 2 GB: the .onnx holds references only, its weights are in external files
+        "external_data": key(external=hashlib.sha256(b"other weights").hexdigest()),
         "precision": key(precision="int8"),
         "profile": key(options=ProfileOptions(max_batch=32)),
         "builder": key(builder=BuildSettings(workspace_mb=1024)),
@@ -248,7 +251,7 @@ def test_a_record_of_the_previous_key_format_is_rebuilt(tmp_path):
     store(tmp_path, "query_head", k, b"PLAN")
     rec_path = tmp_path / f"{k.stem('query_head')}.json"
     rec = json.loads(rec_path.read_text())
-    for f in ("sm_count", "memory_mb", "builder"):
+    for f in ("sm_count", "memory_mb", "builder", "external_data"):
         del rec["key"][f]
     rec_path.write_text(json.dumps(rec))
     decision, blob = lookup(tmp_path, "query_head", k)

@@ -88,3 +88,35 @@ def test_tensorrt_8_is_refused_by_the_cli(tmp_path, tiny_bundle, stream_file, sn
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "TensorRT 8.6.2.3 is too old" in r.stderr and "JetPack >= 6.1" in r.stderr, r.stderr
     assert snapshot(tiny_bundle) == before and not cache.exists()
+
+
+def test_external_weights_are_part_of_the_key(tmp_path):
+    """A graph saved with external data (as the exporter writes graphs over 2 GB): changing only the weights
+    changes the key's external_data digest, while the .onnx file itself stays byte-identical."""
+    import hashlib
+
+    import numpy as np
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from clipfsar.runtime.engines.trt_engine import external_data_sha256
+
+    def save(path, w, external):
+        g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+                              [numpy_helper.from_array(w, "w")])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.save(m, str(path), save_as_external_data=external, location=path.name + ".data", size_threshold=0)
+
+    w = np.ones((64, 64), np.float32)
+    save(tmp_path / "one.onnx", w, external=False)
+    assert external_data_sha256(tmp_path / "one.onnx") == ""
+    save(tmp_path / "big.onnx", w, external=True)
+    first, onnx_bytes = external_data_sha256(tmp_path / "big.onnx"), (tmp_path / "big.onnx").read_bytes()
+    (tmp_path / "big.onnx.data").unlink()  # onnx.save appends to an existing data file
+    save(tmp_path / "big.onnx", 2 * w, external=True)
+    assert (tmp_path / "big.onnx").read_bytes() == onnx_bytes  # the graph file alone would not tell
+    second = external_data_sha256(tmp_path / "big.onnx")
+    assert len(first) == len(second) == 64 and first != second
+    assert hashlib.sha256((tmp_path / "big.onnx.data").read_bytes()).hexdigest() not in ("", first)
