@@ -72,8 +72,11 @@ def test_record_enrol_is_clipfsar_enroll(studio, studio_bundle, tiny_bundle, tmp
     assert np.abs(a.text_features[i] - b.text_features[i]).max() <= 1e-5
     # recognised at once: the feed's scores carry the class from the next decision on
     sse_events(studio.url + "api/events", lambda e, d: e == "decision" and HELD_OUT_NAME in d["scores"], 10)
-    # more shots (a second take, 'add'): 7 shots, still what enroll --add makes
-    take2 = _record(studio, 2, seconds=0.7)
+    # more shots (a second take of 3, one discarded, 'add'): 7 shots
+    take2 = _record(studio, 3, seconds=0.7)
+    st, _, out = request(studio.url + f"api/takes/{take2['id']}/clips/1", "DELETE")
+    assert st == 200 and [c["n"] for c in out["take"]["clips"]] == [0, 2]
+    assert not (studio.clips / ".takes" / take2["id"] / "clip-02.mp4").exists()
     st, _, out = request(studio.url + "api/classes", "POST", {"name": HELD_OUT_NAME, "take": take2["id"],
                                                                 "mode": "add"})
     assert st == 200 and out["shots"] == 7, out
