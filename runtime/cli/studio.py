@@ -11,6 +11,7 @@ from typing import Optional
 import click
 
 from clipfsar.runtime.engines.backends import BACKENDS
+from clipfsar.runtime.engines.cache_dir import CACHE_OPTION_HELP
 from clipfsar.runtime.engines.precision import CHOICES as PRECISION_CHOICES
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,7 @@ def _bind(host: str, port: int) -> socket.socket:
               help="Graph variants to run (auto: from the bundle's precision report).")
 @click.option("--threads", type=click.IntRange(min=0), default=None,
               help="onnxruntime intra-op threads (default: cores - 1, as `clipfsar run`).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-              help="Where TensorRT engines are cached (also CLIPFSAR_CACHE_DIR) [default: BUNDLE/engines].")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), help=CACHE_OPTION_HELP)
 @click.option("--window", type=click.FloatRange(min=0, min_open=True), help="Seconds per decision window "
               "(default: the bundle's); also the default clip length.")
 @click.option("--smooth", type=click.IntRange(min=1), default=1, show_default=True,
@@ -97,13 +97,12 @@ def studio(bundle: Path, source: str, host: str, port: int, clips_dir: Optional[
 
     if data is not None and not Path(data).is_dir():
         raise ClipFsarError(f"--data {data} is not a folder (a folder per class + splits/)")
-    if cache_dir is not None:  # the engine-cache resolver (runtime/engines) reads it; the bundle's engines/ else
-        os.environ["CLIPFSAR_CACHE_DIR"] = str(cache_dir)
     sock = _bind(host, port)  # refuse a taken port before loading anything
     clips = Path(clips_dir) if clips_dir else default_clips_dir(bundle)
     n_threads = streaming_threads(threads)
     session = StudioSession(bundle, source, clips, backend=backend, threads=n_threads, spinning=n_threads == 0,
-                            precision=precision, window=window, smooth=smooth, loop=loop, data=data, split=split,
+                            precision=precision, cache_dir=cache_dir, window=window, smooth=smooth, loop=loop,
+                            data=data, split=split,
                             open_timeout=open_timeout, read_timeout=read_timeout, max_retries=retries)
     loopback = is_loopback(host)
     token = None if loopback else os.environ.get("CLIPFSAR_STUDIO_TOKEN") or secrets.token_urlsafe(18)

@@ -93,7 +93,7 @@ class StudioSession:
         bundle: the bundle folder (changed in place by teaching actions, atomically).
         source: what ``clipfsar run --source`` takes; a file is read as live (paced at its frame rate).
         clips_dir: where recorded clips are kept (a folder per class).
-        backend, threads, precision: as ``clipfsar run``.
+        backend, threads, precision, cache_dir: as ``clipfsar run`` (the engine cache: runtime/engines/cache_dir.py).
         window, hop, smooth: as ``clipfsar run`` (default: the bundle's window, one decision per sampled frame).
         loop: replay a file source from its start when it ends.
         data, split: a dataset folder and split to refit the threshold on (``calibrate-threshold --data/--split``);
@@ -106,13 +106,14 @@ class StudioSession:
     def __init__(self, bundle: Path, source: str, clips_dir: Path, backend: str = "auto", threads: int = 1,
                  precision: str = "auto", window: Optional[float] = None, hop: Optional[float] = None,
                  smooth: int = 1, loop: bool = False, data: Optional[Path] = None, split: str = "val",
-                 spinning: bool = False, **live_options):
+                 spinning: bool = False, cache_dir: Optional[Path] = None, **live_options):
         self.root = Path(bundle)
         self.source_spec = source
         self.clips_dir = Path(clips_dir)
         self.clips_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir = cache_dir
         self.clf = Classifier.load(self.root, backend=backend, threads=threads, spinning=spinning,
-                                   precision=precision)
+                                   precision=precision, cache_dir=cache_dir)
         self.window = float(window or self.clf.facts.window_seconds)
         self.hop, self.smooth, self.loop = hop, smooth, loop
         self.data, self.split = (Path(data) if data else None), split
@@ -398,7 +399,7 @@ class StudioSession:
             elif mode == "add":
                 raise EnrollError(f"adding shots to '{name.strip()}' needs a take of recorded clips")
             if self._enroller is None:
-                self._enroller = Enroller(Bundle.open(self.root))
+                self._enroller = Enroller(Bundle.open(self.root), cache_dir=self.cache_dir)  # `enroll`'s default
             else:
                 self._enroller.bundle = Bundle.open(self.root)  # the graphs' sessions are kept
             b = self._enroller.enroll(name, [c.path for c in clips], mode)
