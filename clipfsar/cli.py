@@ -15,6 +15,8 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "train": ("clipfsar.train.cli", "train", "Train CLIP-FSAR on episodic N-way K-shot tasks."),
     "pretrain": ("clipfsar.train.pretrain_cli", "pretrain", "Contrastive image-text pretraining (captions)."),
     "eval": ("clipfsar.eval_cli", "evaluate", "Evaluate a checkpoint on seeded test episodes."),
+    "ablation": ("clipfsar.train.ablation_cli", "ablation",
+                 "The paper's ablation (text token, fusion, zero-shot) over training seeds, with CIs."),
     "calibrate": ("clipfsar.calib.cli", "calibrate",
                   "Add fp16/int8 graph variants to a bundle, with a precision report."),
     "export": ("clipfsar.export.cli", "export", "Export a checkpoint and support clips to a bundle."),

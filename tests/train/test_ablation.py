@@ -1,0 +1,108 @@
+"""`clipfsar ablation`: the table's structure, the t-interval over seeds on known numbers, reuse, bad input."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from clipfsar.train.ablation import ROWS, goals, seed_interval, t975
+
+CLI = [sys.executable, "-m", "clipfsar"]
+
+
+def test_t_interval_on_known_numbers():
+    # [1, 2, 3]: mean 2, sd 1, t(0.975, 2) = 4.3027 -> 4.3027 / sqrt(3)
+    r = seed_interval([1.0, 2.0, 3.0])
+    assert r["mean"] == 2.0 and r["n"] == 3 and r["ci95"] == pytest.approx(4.3027 / math.sqrt(3), rel=1e-4)
+    # two seeds: t(0.975, 1) = 12.706, sd = |a - b| / sqrt(2)
+    assert seed_interval([10.0, 12.0])["ci95"] == pytest.approx(12.7062, rel=1e-4)
+    assert math.isnan(seed_interval([5.0])["ci95"])
+    # beyond the table: the expansion against tabulated t(0.975, 60) = 2.0003, t(0.975, 120) = 1.9799
+    assert t975(60) == pytest.approx(2.0003, abs=2e-4) and t975(120) == pytest.approx(1.9799, abs=2e-4)
+    assert t975(30) == 2.0423 and t975(31) < 2.0423
+    with pytest.raises(ValueError):
+        t975(0)
+
+
+def test_goals_read_the_seed_means():
+    def rows(values):
+        return {row: {"mean": v, "ci95": 1.0, "n": 3} for row, v in zip(ROWS, values)}
+
+    def gap(text_gap, fusion_gap):
+        return {"text token - no text token": {"mean": text_gap}, "fusion - CLIP-FSAR few-shot": {"mean": fusion_gap}}
+
+    report = {"families": {
+        "appearance": {"table": {"1-shot": rows([50, 56, 57, 61])}, "gaps": {"1-shot": gap(6, 1)}},
+        "motion": {"table": {"1-shot": rows([86, 84, 80, 30])}, "gaps": {"1-shot": gap(-2, -4)}}}}
+    met = {(g["family"], g["goal"]): g["met"] for g in goals(report)}
+    assert met == {("appearance", "1-shot: text token - no text token"): True,
+                   ("appearance", "1-shot: fusion - few-shot"): True, ("appearance", "1-shot: zero-shot"): True,
+                   ("motion", "1-shot: CLIP-FSAR few-shot"): False,
+                   ("motion", "1-shot: text token - no text token"): False}
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    """A seeded random tiny model as the prior (every seed's runs share its frozen tower, as with a real one)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from clipfsar.train.backbone import create_clip
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("prior") / "prior.safetensors"
+    save_file({k: v.contiguous() for k, v in create_clip("tiny", None).state_dict().items()}, str(path))
+    return path
+
+
+def test_ablation_command_tiny(synth_data, prior, tmp_path):
+    """Two seeds, two shots, a few steps: every family x method x shot cell is the t-interval of the per-seed
+    numbers; a second invocation reuses the finished runs and gives the same table."""
+    out = tmp_path / "abl"
+    args = CLI + ["ablation", "--out", str(out), "--data", str(synth_data), "--weights", str(prior), "--seeds",
+                  "0,1", "--shots", "1,2", "--steps", "2", "--episodes", "20", "--cache-samplings", "1"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "ablation.json").read_text())
+    assert list(report["families"]) == ["motion"]  # read from the data set's synth.json
+    fam = report["families"]["motion"]
+    assert list(fam["table"]) == ["1-shot", "2-shot"]
+    assert len(fam["runs"]) == 4 and {(x["seed"], x["text_token"]) for x in fam["runs"]} == {
+        (s, t) for s in (0, 1) for t in (True, False)}
+    for shot, rows in fam["table"].items():
+        assert list(rows) == list(ROWS)
+        for row, cell in rows.items():
+            values = fam["per_seed"][shot][row]
+            assert len(values) == 2 and all(0 <= v <= 100 for v in values)
+            assert cell["mean"] == pytest.approx(np.mean(values))
+            assert cell["ci95"] == pytest.approx(12.7062 * np.std(values, ddof=1) / math.sqrt(2))
+        text, notext = (np.array(fam["per_seed"][shot][r]) for r in (ROWS[1], ROWS[0]))
+        assert fam["gaps"][shot]["text token - no text token"]["mean"] == pytest.approx(np.mean(text - notext))
+    assert [g["family"] for g in report["goals"]] == ["motion"] * 3  # 1-shot: two goals, 2-shot: one
+    md = (out / "ablation.md").read_text().splitlines()
+    assert md[0] == "| family | method | 1-shot | 2-shot |" and len(md) >= 2 + len(ROWS) + 2
+    assert "t-interval over training seeds" in (out / "ablation.md").read_text()
+    # runs are kept: a second invocation trains nothing and reports the same numbers
+    stamps = {p: p.stat().st_mtime for p in (out / "runs").rglob("model.safetensors")}
+    r2 = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r2.returncode == 0, r2.stderr
+    assert {p: p.stat().st_mtime for p in (out / "runs").rglob("model.safetensors")} == stamps
+    assert json.loads((out / "ablation.json").read_text())["families"]["motion"]["table"] == fam["table"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seeds", "0,x"], "comma-separated integers"),
+    (["--seeds", "0,0"], "distinct"),
+    (["--data", "/nonexistent/data"], "data folder not found"),
+    (["--threads", "0"], "must be >= 1"),
+    (["--cache-samplings", "0"], "cache_samplings must be >= 1"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, extra, message):
+    from click.testing import CliRunner
+
+    from clipfsar.train.ablation_cli import ablation
+    out = tmp_path / "abl"
+    r = CliRunner().invoke(ablation, ["--out", str(out), *extra])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not out.exists()
