@@ -83,7 +83,10 @@ def test_teach_from_the_page(studio, browser, tmp_path, studio_bundle):
         el.send_keys(value)
     assert d.find_element(By.ID, "shots").get_attribute("value") == "5"
     d.find_element(By.ID, "record").click()
+    wait_for(lambda: "recording: recording" in (_text(d, "#rec-state") or ""), 10, "the recording to start")
+    d.save_screenshot(str(tmp_path / "recording.png"))
     wait_for(lambda: _thumbnails(d) == 5, 30, "five thumbnails")
+    d.save_screenshot(str(tmp_path / "recorded.png"))
     d.find_element(By.ID, "name").send_keys(HELD_OUT_NAME)
     d.find_element(By.ID, "enroll").click()
     wait_for(lambda: HELD_OUT_NAME in _class_names(d), 20, "the new class in the list")
