@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import open_clip
 import torch
@@ -14,9 +15,21 @@ from clipfsar.runtime.base.errors import ClipFsarError, ConfigError
 TINY_ARCH = "clipfsar-tiny"
 ARCH_ALIASES = {"tiny": TINY_ARCH}
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
-# Weights shipped with the package, by (open_clip model name, tag). ``synth``: the tiny model contrastively
-# pretrained on captioned synthetic clips (README "Pretraining"; remade by benchmarks/pretrain_synth.py).
-BUILTIN_WEIGHTS = {(TINY_ARCH, "synth"): Path(__file__).parent / "pretrained" / "clipfsar-tiny-synth.safetensors"}
+_PRETRAINED = Path(__file__).parent / "pretrained"
+# The shipped prior's version: its file says ``clipfsar_prior = synth-v<N>`` in its safetensors metadata.
+PRIOR_VERSION = 2
+PRIOR_FILE = _PRETRAINED / f"clipfsar-tiny-synth-v{PRIOR_VERSION}.safetensors"
+# Weights shipped with the package, by (open_clip model name, tag). ``synth`` (= ``synth-v2``): the tiny model
+# contrastively pretrained on (frame, caption) and (clip, caption) pairs of both synthetic families' train splits
+# (docs/default-model.md; remade by benchmarks/pretrain_synth.py).
+BUILTIN_WEIGHTS = {(TINY_ARCH, "synth"): PRIOR_FILE, (TINY_ARCH, f"synth-v{PRIOR_VERSION}"): PRIOR_FILE}
+# Tags and files of priors no longer shipped: refused with what replaced them. A checkpoint trained from one still
+# loads (its weights are in the checkpoint; the tag in its config is only a record).
+RETIRED_TAGS = {(TINY_ARCH, "synth-v1"): "the v1 synth prior (pretrained on mean-pooled clips, whose features keep "
+                                         "no per-frame state) is no longer shipped; use 'synth' (= synth-v2)"}
+RETIRED_FILES = {  # sha256 -> what it was
+    "3b31c69f45568c1bf82bbedcaccd32f28dbec12683e5af171f5247006cbb7105": "the v1 synth prior (clip-level, 2026-12-04)",
+}
 _registered = False
 
 
@@ -48,6 +61,47 @@ def list_archs() -> list:
     return ["tiny"] + [m for m in open_clip.list_models() if m != TINY_ARCH]
 
 
+def weights_metadata(file: Path) -> Dict[str, str]:
+    """The safetensors metadata of a weights file ({} for other formats or none).
+
+    Raises:
+        WeightsUnavailableError: a ``.safetensors`` file whose header cannot be read (truncated, not safetensors).
+    """
+    if Path(file).suffix.lower() != ".safetensors":
+        return {}
+    from safetensors import safe_open
+    try:
+        with safe_open(str(file), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own SafetensorError / OSError
+        raise WeightsUnavailableError(f"weights file {file} is not a readable safetensors file: {e}") from e
+
+
+def check_weights_file(file: Path, name: str) -> None:
+    """Refuse, naming ``file``, weights made for another architecture than open_clip model ``name`` (the ``arch``
+    metadata ``clipfsar pretrain`` writes) or an older version of the shipped prior (``clipfsar_prior`` metadata
+    below ``synth-v{PRIOR_VERSION}``, or a retired shipped file recognised by its sha256).
+
+    Raises:
+        WeightsUnavailableError: as above.
+    """
+    meta = weights_metadata(file)
+    made_for = meta.get("arch")
+    if made_for and made_for != name:
+        raise WeightsUnavailableError(f"weights file {file} was made for architecture '{made_for}', not '{name}'; "
+                                      f"pass --arch {'tiny' if made_for == TINY_ARCH else made_for} or other weights")
+    prior = meta.get("clipfsar_prior", "")
+    if prior.startswith("synth-v") and prior[7:].isdigit() and int(prior[7:]) < PRIOR_VERSION:
+        raise WeightsUnavailableError(f"weights file {file} is an older version of the shipped prior ({prior}); this "
+                                      f"version of clip-fsar uses synth-v{PRIOR_VERSION}: pass --weights synth")
+    if os.path.getsize(file) < 64 * 2 ** 20:  # the shipped priors are small; big files are never hashed
+        digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+        if digest in RETIRED_FILES:
+            raise WeightsUnavailableError(f"weights file {file} is {RETIRED_FILES[digest]}, an older version of the "
+                                          f"shipped prior; this version uses synth-v{PRIOR_VERSION}: pass "
+                                          f"--weights synth")
+
+
 def create_clip(arch: str, weights: Optional[str] = None, cache_dir: Optional[str] = None) -> torch.nn.Module:
     """Build the open_clip model for ``arch`` with ``weights``: None (random init), a tag, or a local file.
 
@@ -55,14 +109,18 @@ def create_clip(arch: str, weights: Optional[str] = None, cache_dir: Optional[st
 
     Raises:
         ConfigError: unknown architecture.
-        WeightsUnavailableError: the tag is unknown, the file is missing, or a download failed.
+        WeightsUnavailableError: the tag is unknown or retired, the file is missing, made for another
+            architecture or an older prior version (``check_weights_file``), or a download failed.
     """
     name = resolve_arch(arch)
     if weights is None:
         return open_clip.create_model(name, pretrained=None)
+    if (name, weights) in RETIRED_TAGS:
+        raise WeightsUnavailableError(f"pretrained tag '{weights}' for '{arch}': {RETIRED_TAGS[name, weights]}")
     if (name, weights) in BUILTIN_WEIGHTS:  # shipped with the package: an ordinary local weights file
         weights = str(BUILTIN_WEIGHTS[name, weights])
     if os.path.isfile(weights):
+        check_weights_file(Path(weights), name)
         try:
             return open_clip.create_model(name, pretrained=str(weights))
         except Exception as e:  # open_clip raises plain RuntimeError/KeyError on a mismatched file

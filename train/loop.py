@@ -9,6 +9,7 @@ import contextlib
 import csv
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Dict, Optional
@@ -251,8 +252,14 @@ class Trainer:
     def run(self) -> Path:
         from tqdm import tqdm
 
+        created = not self.resume and not self.out.exists()
         self._prepare_run_folder()
-        self._build()
+        try:
+            self._build()
+        except Exception:  # bad weights or data found while building: leave nothing behind (only config.json)
+            if created and self.rank == 0:
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
         cfg = self.cfg
         writer = csv_file = None
         if self.rank == 0:

@@ -1,10 +1,18 @@
-"""CLIP-style contrastive pretraining of an open_clip model's image and text towers on (clip, caption) pairs.
+"""CLIP-style contrastive pretraining of an open_clip model's image and text towers on (frame or clip, caption) pairs.
 
-What CLIP's pretraining gives CLIP-FSAR is a text prior: class names whose text features sit near the videos they
-name. Here that prior is made the way CLIP's was: a symmetric InfoNCE loss over a batch of pairs
-(``open_clip.loss.ClipLoss``) with CLIP's learnable logit scale (clamped at 100, as open_clip does). A clip is
-encoded frame by frame (T frames, TSN sampling, random in training) and mean-pooled, exactly as CLIP-FSAR's
-video-text branch pools it (DESIGN.md section 3), so what is aligned here is what that branch uses.
+What CLIP's pretraining gives CLIP-FSAR is an image model that knows what is in a frame and where, and a text
+prior: names whose text features sit near the images they name. Here that prior is made the way CLIP's was: a
+symmetric InfoNCE loss over a batch of pairs (``open_clip.loss.ClipLoss``) with CLIP's learnable logit scale
+(clamped at 100, as open_clip does), on two kinds of pairs (``captions.py``):
+
+* frame rows (``path<TAB>frame<TAB>caption``): one decoded frame and a caption of what it shows, encoded as an
+  image, as CLIP's (image, alt-text) pairs. These give the image tower per-frame state (shape, colour, size,
+  position, orientation, scene) that CLIP-FSAR's temporal head and OTAM then compare across frames;
+* clip rows (``path<TAB>caption``): T frames (TSN sampling, random in training), encoded frame by frame and
+  mean-pooled exactly as CLIP-FSAR's video-text branch pools them (DESIGN.md section 3), so what is aligned is also
+  what that branch uses.
+
+With both kinds in the file, each batch holds ``clip_fraction`` clip pairs and the rest frame pairs.
 
 The result is an ordinary open_clip state dict in safetensors: ``RUN/weights.safetensors``, loadable with
 ``open_clip.create_model(arch, pretrained=FILE)`` (for ``tiny``, whose config ships here:
@@ -31,7 +39,7 @@ from clipfsar.runtime.base.errors import ClipFsarError, ConfigError, VideoError
 from clipfsar.runtime.video.clips import count_frames, read_frames, sample_indices
 from clipfsar.runtime.video.preprocess import PreprocessConfig, normalize, resize_and_crop
 
-from .captions import CAPTIONS_FILE, group_by_clip, is_image, read_captions, split_clip_filter
+from .captions import CAPTIONS_FILE, group_by_item, is_image, read_captions, split_clip_filter
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.safetensors"
@@ -45,7 +53,8 @@ class PretrainConfig:
         data: dataset folder; ``captions`` (default ``DATA/captions.txt``) names its clips relative to it.
         split: only clips of ``DATA/splits/<split>.txt`` are used when the dataset has split lists.
         weights: initial weights (open_clip tag or file; None = random init).
-        batch: (clip, caption) pairs per step; frames: T frames per clip, mean-pooled.
+        batch: (frame or clip, caption) pairs per step; frames: T frames per clip row, mean-pooled.
+        clip_fraction: share of each batch drawn from clip rows when the captions file has frame rows too.
         lr, warmup_steps, weight_decay: AdamW with linear warm-up then cosine decay (no decay on gains, biases,
             embeddings and the logit scale, as open_clip's training).
         cache_mb: decoded, cropped uint8 frames kept in memory (clips beyond it are decoded at every use).
@@ -65,6 +74,7 @@ class PretrainConfig:
     seed: int = 0
     workers: int = 2
     cache_mb: int = 4096
+    clip_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch", "frames", "workers"):
@@ -76,6 +86,8 @@ class PretrainConfig:
             raise ConfigError(f"lr must be a finite number > 0; got {self.lr}")
         if not 0 <= self.weight_decay < math.inf:
             raise ConfigError(f"weight_decay must be a finite number >= 0; got {self.weight_decay}")
+        if not 0 <= self.clip_fraction <= 1:
+            raise ConfigError(f"clip_fraction must be in [0, 1]; got {self.clip_fraction}")
         for key in ("warmup_steps", "cache_mb"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0; got {getattr(self, key)}")
@@ -143,6 +155,12 @@ class FrameStore:
         x = normalize(np.concatenate(picks), self.prep)  # (B*T, 3, S, S)
         return torch.from_numpy(x).reshape(len(idx), frames, *x.shape[1:])
 
+    def frames_at(self, idx: Sequence[int], frame: Sequence[int]) -> torch.Tensor:
+        """Frame ``frame[i]`` of clip ``idx[i]`` (an image: its one frame) -> float32 (B, 3, S, S), normalised."""
+        clips = list(self.pool.map(self._get, idx))
+        picks = np.stack([c[min(f, len(c) - 1)] for c, f in zip(clips, frame)])  # (B, S, S, 3)
+        return torch.from_numpy(normalize(picks, self.prep))
+
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
@@ -153,11 +171,20 @@ def encode_video(clip, frames: torch.Tensor) -> torch.Tensor:
     return clip.encode_image(frames.flatten(0, 1)).reshape(b, t, -1).mean(dim=1)  # (B, D)
 
 
-def contrastive_loss(clip, loss_fn, frames: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """open_clip's ClipLoss on L2-normalised video and caption features with the model's logit scale."""
-    video = torch.nn.functional.normalize(encode_video(clip, frames), dim=-1)  # (B, D)
+def contrastive_loss(clip, loss_fn, frames: Optional[torch.Tensor], tokens: torch.Tensor,
+                     images: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """open_clip's ClipLoss on L2-normalised visual and caption features with the model's logit scale.
+
+    Args:
+        frames: (Bc, T, 3, S, S) clips (mean-pooled frame features), or None.
+        images: (Bf, 3, S, S) single frames, or None.
+        tokens: (Bc + Bf, L) captions: the clips' first, then the frames'.
+    """
+    parts = ([encode_video(clip, frames)] if frames is not None and len(frames) else []) + \
+        ([clip.encode_image(images)] if images is not None and len(images) else [])
+    visual = torch.nn.functional.normalize(torch.cat(parts), dim=-1)  # (B, D)
     text = torch.nn.functional.normalize(clip.encode_text(tokens), dim=-1)  # (B, D)
-    return loss_fn(video, text, clip.logit_scale.exp())
+    return loss_fn(visual, text, clip.logit_scale.exp())
 
 
 def _optimizer(clip, cfg: PretrainConfig) -> torch.optim.Optimizer:
@@ -170,12 +197,17 @@ def _optimizer(clip, cfg: PretrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
 
-def save_weights(clip, file: Path) -> Path:
-    """Write an open_clip model's state dict as safetensors, atomically (a failure leaves no file)."""
+def save_weights(clip, file: Path, arch: Optional[str] = None, extra: Optional[Dict[str, str]] = None) -> Path:
+    """Write an open_clip model's state dict as safetensors, atomically (a failure leaves no file).
+
+    The metadata says the producer, the open_clip architecture (``arch``; ``backbone.create_clip`` refuses the file
+    for another one by name) and ``extra`` (e.g. the shipped prior's ``clipfsar_prior`` version tag).
+    """
     from safetensors.torch import save_file
     state = {k: v.detach().cpu().contiguous() for k, v in clip.state_dict().items()}
+    meta = {"format": "pt", "producer": "clipfsar pretrain", **({"arch": arch} if arch else {}), **(extra or {})}
     with staged_file(Path(file)) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "producer": "clipfsar pretrain"})
+        save_file(state, str(tmp), metadata=meta)
     return Path(file)
 
 
@@ -207,35 +239,46 @@ class Pretrainer:
         ctx = int(getattr(clip, "context_length", 77))
         captions = Path(cfg.captions) if cfg.captions else data / CAPTIONS_FILE
         rows = read_captions(captions, data, token_counter(tokenizer, ctx), ctx, split_clip_filter(data, cfg.split))
-        paths, caps = group_by_clip(rows)
-        if len(paths) < 2:
-            raise ClipFsarError(f"captions file {captions}: {len(paths)} clip(s) usable; contrastive pretraining "
-                                f"needs at least 2")
-        return clip, tokenizer, preprocess_config_of(clip), paths, caps, captions
+        items, caps = group_by_item(rows)
+        if len(items) < 2:
+            raise ClipFsarError(f"captions file {captions}: {len(items)} clip(s) or frame(s) usable; contrastive "
+                                f"pretraining needs at least 2")
+        self.arch_name = name
+        return clip, tokenizer, preprocess_config_of(clip), items, caps, captions
 
     def run(self) -> Path:
         import open_clip
         from tqdm import tqdm
         cfg = self.cfg
-        clip, tokenizer, prep, paths, caps, captions_file = self._prepare()
+        clip, tokenizer, prep, items, caps, captions_file = self._prepare()
+        paths = list(dict.fromkeys(p for p, _ in items))
+        where = {p: i for i, p in enumerate(paths)}
+        clip_items = [k for k, (_, f) in enumerate(items) if f is None]
+        frame_items = [k for k, (_, f) in enumerate(items) if f is not None]
         self.clip, self.clip_paths = clip, paths  # the trained model stays available to the caller
         store = FrameStore(paths, prep, cfg.cache_mb, cfg.workers)
         try:
             t0 = time.perf_counter()
             store.warm()
-            log.info("pretraining on %d clips, %d captions (%s), decoded in %.1f s", len(paths),
-                     sum(map(len, caps)), captions_file, time.perf_counter() - t0)
+            log.info("pretraining on %d clips (%d clip captions, %d frame captions; %s), decoded in %.1f s",
+                     len(paths), sum(len(caps[k]) for k in clip_items), sum(len(caps[k]) for k in frame_items),
+                     captions_file, time.perf_counter() - t0)
+            batch = min(cfg.batch, len(items))
+            n_clip = (min(len(clip_items), round(batch * cfg.clip_fraction)) if frame_items else batch)
+            n_frame = min(len(frame_items), batch - n_clip)
+            batch = n_clip + n_frame
             out = Path(cfg.out)
             out.mkdir(parents=True, exist_ok=True)
-            (out / "pretrain.json").write_text(json.dumps({**asdict(cfg), "batch_used": min(cfg.batch, len(paths))},
-                                                          indent=2) + "\n")
+            (out / "pretrain.json").write_text(json.dumps(
+                {**asdict(cfg), "batch_used": batch, "clip_pairs_per_step": n_clip, "frame_pairs_per_step": n_frame,
+                 "clips": len(paths), "clip_rows_items": len(clip_items), "frame_items": len(frame_items)},
+                indent=2) + "\n")
             clip.to(self.device).train()
             loss_fn, optim = open_clip.loss.ClipLoss(), _optimizer(clip, cfg)
             rng = np.random.default_rng(cfg.seed)
-            batch = min(cfg.batch, len(paths))
             if batch < cfg.batch:
-                log.warning("--batch %d is more than the %d usable clips: each step uses all %d", cfg.batch,
-                            len(paths), batch)
+                log.warning("--batch %d is more than the %d usable clips and frames: each step uses %d", cfg.batch,
+                            len(items), batch)
             with open(out / "log.csv", "w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(["step", "lr", "loss", "logit_scale", "clips_per_s"])
@@ -243,10 +286,15 @@ class Pretrainer:
                     t = time.perf_counter()
                     for g in optim.param_groups:
                         g["lr"] = cfg.lr_at(step)
-                    idx = rng.choice(len(paths), batch, replace=False)
-                    texts = [caps[i][int(rng.integers(len(caps[i])))] for i in idx]
-                    frames = store.batch(idx, cfg.frames, rng).to(self.device)
-                    loss = contrastive_loss(clip, loss_fn, frames, tokenizer(texts).to(self.device))
+                    ci = [clip_items[i] for i in rng.choice(len(clip_items), n_clip, replace=False)] if n_clip else []
+                    fi = [frame_items[i] for i in rng.choice(len(frame_items), n_frame, replace=False)] \
+                        if n_frame else []
+                    texts = [caps[k][int(rng.integers(len(caps[k])))] for k in ci + fi]
+                    frames = store.batch([where[items[k][0]] for k in ci], cfg.frames, rng).to(self.device) \
+                        if ci else None
+                    images = store.frames_at([where[items[k][0]] for k in fi], [items[k][1] for k in fi]) \
+                        .to(self.device) if fi else None
+                    loss = contrastive_loss(clip, loss_fn, frames, tokenizer(texts).to(self.device), images)
                     if not torch.isfinite(loss):  # diverged: never write NaN weights
                         raise ClipFsarError(f"pretraining diverged at step {step + 1} (loss {float(loss.detach())}); "
                                             f"lower --lr (now {cfg.lr:g}); no weights were written")
@@ -262,7 +310,7 @@ class Pretrainer:
                         f.flush()
         finally:
             store.close()
-        return save_weights(clip, out / WEIGHTS_FILE)
+        return save_weights(clip, out / WEIGHTS_FILE, self.arch_name)
 
 
 def pretrain(**kwargs) -> Path:
@@ -273,3 +321,19 @@ def pretrain(**kwargs) -> Path:
         PosixPath('runs/pre/weights.safetensors')
     """
     return Pretrainer(PretrainConfig(**kwargs)).run()
+
+
+def ship_prior(weights: Path, dest: Path, version: int, made_with: str = "") -> Path:
+    """Copy pretrained ``weights`` to ``dest`` as the shipped prior: the same tensors, with the metadata
+    ``clipfsar_prior = synth-v<version>`` (what ``backbone.check_weights_file`` compares) and ``made_with`` (the
+    command), written atomically.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(weights), "pt") as f:
+        meta = dict(f.metadata() or {})
+        state = {k: f.get_tensor(k).contiguous() for k in f.keys()}
+    meta.update({"clipfsar_prior": f"synth-v{version}", **({"made_with": made_with} if made_with else {})})
+    with staged_file(Path(dest)) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return Path(dest)

@@ -304,3 +304,23 @@ def shares_a_factor(a: str, b: str) -> bool:
     return fa[0] == fb[0] or fa[1] == fb[1]
 
 
+
+
+def make_prior_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int = 96, length: int = 24,
+                       fps: float = 12.0) -> Path:
+    """The pretraining set of the shipped prior: both families under ``OUT/motion`` and ``OUT/appearance``
+    (``make_dataset`` with ``seed``) and ``OUT/captions.txt`` holding the clip and frame rows of their *train*
+    splits only (paths ``<family>/<class_folder>/<clip>``), so the prior never sees a val or test class.
+    ``clipfsar pretrain --data OUT`` reads it (OUT has no split lists: every row is used). Returns OUT.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ClipFsarError(f"output folder {out} exists and is not empty; choose a new one")
+    rows: List[str] = []
+    for family in FAMILIES:
+        splits = make_dataset(out / family, seed, clips_per_class, size, length, fps, family=family)
+        train = {folder_name(n) for n in splits["train"]}
+        rows += [f"{family}/{line}\n" for line in (out / family / CAPTIONS_FILE).read_text().splitlines()
+                 if line.split("/", 1)[0] in train]
+    (out / CAPTIONS_FILE).write_text("".join(rows))
+    return out
