@@ -48,11 +48,15 @@ class ReplaySource:
 
 
 def run_bench(bundle: Path, source: Path, backends: Optional[List[str]] = None, total_frames: int = 10000,
-              threads: int = 0, precision: str = "auto", cache_dir: Optional[Path] = None) -> Dict:
+              threads: int = 0, precision: str = "auto", cache_dir: Optional[Path] = None, cameras: bool = False,
+              seconds: float = 10.0) -> Dict:
     """Stream ``source`` (replayed to ``total_frames``) through each backend; returns the measurements.
 
     ``threads``: onnxruntime intra-op threads with spinning off (the decoder shares the cores); 0 = onnxruntime's
     own default (one thread per core, spinning). ``cache_dir``: the engine cache (runtime/engines/cache_dir.py).
+    ``encoder_bound_decisions_per_s``: decisions/s if nothing but the encoder took time (decoding runs ahead in its
+    own thread: video/prefetch.py); ``of_encoder_bound``: the stream's share of it. ``cameras``: also how many live
+    cameras at the bundle's cadence this box holds (bench_cameras.py; ``seconds`` per trial).
     """
     refuse_url(source, "bench --source")
     backends = backends or usable_backends()
@@ -78,5 +82,10 @@ def run_bench(bundle: Path, source: Path, backends: Optional[List[str]] = None, 
             "sampled": s.frames_sampled, "encoder_calls": s.encoder_calls, "decisions": s.decisions,
             "decisions_per_s": s.decisions / wall, "frames_per_s": s.frames_read / wall,
             "ms_per_decision": ms, "overhead_vs_encoder": around / max(s.seconds["encoder"], 1e-9),
-            "rss_mb_start": rss_start, "rss_mb_end": rss_mb(), "wall_s": wall, "threads": threads})
+            "rss_mb_start": rss_start, "rss_mb_end": rss_mb(), "wall_s": wall, "threads": threads,
+            "encoder_bound_decisions_per_s": s.decisions / max(s.seconds["encoder"], 1e-9),
+            "of_encoder_bound": s.seconds["encoder"] / wall})
+        if cameras:
+            from clipfsar.runtime.cli.bench_cameras import cameras_held
+            results[-1]["cameras"] = cameras_held(clf, Path(source), seconds)
     return {"bundle": str(bundle), "source": str(source), "backends": results}

@@ -200,14 +200,19 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
 @click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
               help="Graph variants to run (auto: from the bundle's precision report).")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), help=CACHE_OPTION_HELP)
+@click.option("--cameras", is_flag=True, help="Also find how many live cameras at the bundle's cadence this box "
+              "holds (the file played in real time as that many cameras; docs/cpu.md).")
+@click.option("--seconds", type=click.FloatRange(min=1), default=10.0, show_default=True,
+              help="Seconds per camera trial (--cameras).")
 def bench(bundle: Path, source: str, backends, total_frames: int, as_json: bool, threads: Optional[int],
-          precision: str = "auto", cache_dir: Optional[Path] = None) -> None:
+          precision: str = "auto", cache_dir: Optional[Path] = None, cameras: bool = False,
+          seconds: float = 10.0) -> None:
     """Per-stage latency, decisions/s and resident memory over a long stream, per backend."""
     from clipfsar.runtime.base.threads import streaming_threads
     from clipfsar.runtime.cli.bench import run_bench
 
     report = run_bench(bundle, source, list(backends) or None, total_frames, threads=streaming_threads(threads),
-                       precision=precision, cache_dir=cache_dir)
+                       precision=precision, cache_dir=cache_dir, cameras=cameras, seconds=seconds)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -221,3 +226,10 @@ def bench(bundle: Path, source: str, backends, total_frames: int, as_json: bool,
         click.echo(f"  around the encoder: {100 * r['overhead_vs_encoder']:.1f}% of the encoder's time")
         click.echo(f"  RSS {r['rss_mb_start']:.1f} MB at start, {r['rss_mb_end']:.1f} MB after "
                    f"{r['frames']} frames")
+        click.echo(f"  encoder-bound limit {r['encoder_bound_decisions_per_s']:.1f} decisions/s; this stream "
+                   f"{100 * r['of_encoder_bound']:.0f}% of it")
+        cams = r.get("cameras")
+        if cams:
+            click.echo(f"  live cameras at {cams['cadence_hz']:g} frames/s each ({cams['frames']} frames per "
+                       f"{cams['window_s']:g} s window): {cams['held']} held ({cams['seconds']:g} s trials), "
+                       f"encoder-bound {cams['encoder_bound']}")
