@@ -205,3 +205,45 @@ def test_clip_that_is_a_device_is_named_in_training_and_enrolment():
     from clipfsar.runtime.video.clips import scan_clip
     with pytest.raises(VideoError, match="/dev/null is a character device, not a video file"):
         scan_clip("/dev/null")
+
+
+@pytest.fixture(scope="module")
+def hls_server(tmp_path_factory):
+    """A live HLS playlist that stopped growing (no #EXT-X-ENDLIST, no playlist type), served on 127.0.0.1: FFmpeg
+    fetches its last segments in one burst, then waits for segments that never come."""
+    import functools
+    import subprocess
+    from http.server import SimpleHTTPRequestHandler
+
+    import imageio_ffmpeg
+
+    from clipfsar.train.synth import write_video
+    d = tmp_path_factory.mktemp("hls")
+    write_video(d / "src.mp4", [pattern(i) for i in range(72)], fps=12)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(d / "src.mp4"), "-c:v",
+                    "libx264", "-g", "12", "-f", "hls", "-hls_time", "1", "-hls_list_size", "0",
+                    str(d / "live.m3u8")], check=True)
+    (d / "live.m3u8").write_text((d / "live.m3u8").read_text().replace("#EXT-X-ENDLIST\n", ""))
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(d))
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.RequestHandlerClass.log_message = lambda *a: None
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/live.m3u8"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_real_hls_burst_is_paced_by_stream_time_and_the_dead_playlist_gives_up(hls_server):
+    t0 = time.monotonic()
+    src = LiveSource(hls_server, open_timeout=3, read_timeout=0.8, max_retries=1, retry_initial=0.1)
+    arrivals = [(time.monotonic() - t0, f.time) for f in src.frames() if isinstance(f, Frame)]
+    took = time.monotonic() - t0
+    assert src.time_source.startswith("stream time")
+    times = np.array([t for _, t in arrivals])
+    assert len(times) >= 12 and np.median(np.diff(times)) == pytest.approx(1 / 12, abs=0.02)
+    assert arrivals[-1][0] - arrivals[0][0] > 0.8 * (times[-1] - times[0])  # the burst is delivered at its times
+    assert src.replayed_frames > 0 and "did not come back after 1 attempt" in src.error  # not reconnected forever
+    assert took < give_up_seconds(3, 0.8, 1, 0.1) + 3
+    deadline = time.monotonic() + 3  # let the abandoned FFmpeg read return (its read timeout) before moving on
+    while any(t.name.startswith("read-http") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
