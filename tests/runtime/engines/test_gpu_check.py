@@ -26,20 +26,18 @@ def test_datasheet_peaks_match_the_names_torch_reports():
 
 def test_budget_spent_skips_sections_and_still_writes(tmp_path):
     out = tmp_path / "r.json"
-    r = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--budget-s", "0", "--out", str(out)],
-                       capture_output=True, text=True, timeout=120)
+    rc = gpu_check.main(["--dry-run", "--budget-s", "0", "--out", str(out)])
     report = json.loads(out.read_text())
-    assert r.returncode == 1 and report["dry_run"] is True and list(report["sections"]) == SECTIONS
+    assert rc == 1 and report["dry_run"] is True and list(report["sections"]) == SECTIONS
     assert all("skipped" in s for s in report["sections"].values())
 
 
-def test_without_a_gpu_and_without_dry_run_it_refuses(tmp_path):
+def test_without_a_gpu_and_without_dry_run_it_refuses(tmp_path, capsys):
     import torch
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is usable here")
-    r = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "r.json")], capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 2 and "--dry-run" in r.stderr and not (tmp_path / "r.json").exists()
+    assert gpu_check.main(["--out", str(tmp_path / "r.json")]) == 2
+    assert "--dry-run" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
 
 
 @pytest.mark.slow
