@@ -172,7 +172,7 @@ def run(bundle: Path, source: str, backend: str, window: Optional[float], hop: O
                     sys.stdout.flush()
     except KeyboardInterrupt as e:
         interrupted = signal.Signals(e.signum).name if isinstance(e, Stopped) else "SIGINT"
-        _say(f"stopped by {interrupted} after {n} decisions")
+        _say(f"stopped after {n} decisions ({interrupted})")
     finally:
         if sink is not None:
             with _ignoring_stop_signals():  # a second SIGTERM must not cut the file's finalization short
