@@ -23,3 +23,11 @@ def test_refusals(tmp_path, tiny_bundle, held_out_source):
     assert r.returncode == 2 and "--data" in r.stderr and "not a folder" in r.stderr
     r = subprocess.run([sys.executable, "-m", "clipfsar", "studio", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--cache-dir" in r.stdout and "--clips" in r.stdout and "--loop" in r.stdout
+
+
+def test_without_the_studio_extra_says_how_to_install_it(tmp_path):
+    code = ("import sys; sys.modules['starlette'] = None; "
+            f"sys.argv = ['clipfsar', 'studio', {str(tmp_path)!r}, '--source', '0']; "
+            "from clipfsar.cli import main; main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "pip install 'clip-fsar[studio]'" in r.stderr and "Traceback" not in r.stderr
