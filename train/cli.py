@@ -61,6 +61,8 @@ def archs() -> None:
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]))
 @click.option("--freeze-backbone", is_flag=True, default=None, help="Cache frame features once; train the heads.")
 @click.option("--cache-samplings", type=int, help="Frame samplings cached per clip with --freeze-backbone.")
+@click.option("--feature-cache", help="With --freeze-backbone: a folder of feature caches shared by runs (named by "
+              "the image tower, preprocessing, frames and seed). Default: the run folder.")
 @click.option("--workers", type=int, help="Decoding threads.")
 @click.option("--frames", type=int, help="T, frames per clip.")
 @click.option("--depth", type=int, help="Temporal Transformer depth.")
