@@ -225,7 +225,8 @@ class OvGraph:
                     self.compiled.export_model(stream)
                     store(folder, self.name, key, stream.getvalue())
                     self.cache_note = f"compiled and cached in {folder}"
-                except (OSError, RuntimeError) as e:  # a read-only bundle: compiled in memory every start
+                except (OSError, RuntimeError, ClipFsarError) as e:  # read-only or full (DiskFullError): the cache
+                    # is optional, the model compiled in memory runs; nothing half-written stays (staged_file)
                     log.warning("cannot cache the compiled %s in %s: %s", self.name, folder, e)
         # a port may carry several tensor names (an fp16 variant's input Cast adds one): the manifest's name wins
         self.input_names = [_port_name(i, names) for i in self.compiled.inputs]
