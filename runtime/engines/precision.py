@@ -47,7 +47,8 @@ def trt_int8_problem(bundle: Bundle, graph: str, backend: str) -> Optional[str]:
     if method.startswith("int8-qdq-u8") and backend in ("trt", "tensorrt"):
         return "Q/DQ with uint8 activations (onnxruntime's CPU form), which TensorRT cannot build"
     if method.startswith("int8-dynamic") and backend in GPU_BACKENDS:
-        return f"dynamic quantization (MatMulInteger), which only onnxruntime's CPU provider runs, not '{backend}'"
+        return (f"dynamic quantization (MatMulInteger), which only onnxruntime's CPU provider runs, not backend "
+                f"'{backend}'")
     return None
 
 
@@ -93,10 +94,9 @@ def choose_precisions(bundle: Bundle, precision: str, backend: str, graphs: Opti
     if precision in ("fp16", "int8"):
         if not any(precision in bundle.precisions(n) for n in graphs):
             have = sorted({p for n in graphs for p in bundle.precisions(n)}, key=PRECISIONS.index)
-            article = "an" if precision == "int8" else "a"
-            raise BundleError(f"bundle {bundle.root}: none of {', '.join(graphs)} has {article} {precision} variant "
-                              f"(they have {', '.join(have)}); make one with `clipfsar calibrate {bundle.root} "
-                              f"--precision {precision}`")
+            raise BundleError(f"bundle {bundle.root} has no {precision} variant (it has {', '.join(have)}) of the "
+                              f"graphs that run ({', '.join(graphs)}); make one with `clipfsar calibrate "
+                              f"{bundle.root} --precision {precision}`")
         chosen = {n: precision if precision in bundle.precisions(n) else "fp32" for n in graphs}
     elif backend == "openvino" or (backend == "cpu" and openvino_precision.measured_on(bundle) == "openvino"):
         chosen = openvino_precision.openvino_choice(bundle, graphs, backend)  # fastest measured on OpenVINO

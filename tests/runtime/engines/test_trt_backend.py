@@ -137,8 +137,8 @@ def test_engine_precision_per_graph(tiny_bundle, tmp_path):
     assert engine_precisions(b, "fp32", names, explicit=True) == {"image_encoder": "fp32", "query_head": "fp32"}
     with pytest.raises(BundleError, match="'query_head' has no fp16 variant; it has fp32"):
         engine_precisions(b, "fp16", names, explicit=True)
-    with pytest.raises(BundleError, match=r"none of image_encoder, query_head has an int8 variant \(they have fp32, "
-                                          r"fp16\)"):
+    with pytest.raises(BundleError, match=r"has no int8 variant \(it has fp32, fp16\) of the graphs that run "
+                                          r"\(image_encoder, query_head\)"):
         engine_precisions(b, "int8", names, explicit=False)
 
 
