@@ -187,12 +187,13 @@ class Classifier(StreamingMixin):
 
     # ----- clips ----------------------------------------------------------------------------------------------
     def classify_clip(self, frames: Sequence[np.ndarray], threshold: Optional[float] = None) -> ClipResult:
-        """Classify one clip given as frames (uint8 BGR, as OpenCV gives them); T are sampled TSN-style.
+        """Classify one clip given as frames (uint8 BGR, as OpenCV gives them; uint16 is scaled, gray expanded and
+        BGRA's alpha dropped: runtime/video/preprocess.as_bgr_uint8); T are sampled TSN-style.
 
         ``threshold``: below it the label is ``unknown``; None = the bundle's fitted threshold (none: 0).
 
         Raises:
-            ClipFsarError: no frames.
+            ClipFsarError: no frames. VideoError: a frame of another dtype or shape (named with its index).
         """
         if len(frames) == 0:
             raise ClipFsarError("classify_clip: no frames given")
