@@ -5,7 +5,7 @@ Both runs are the same ``TrainConfig`` (the demo's recipe: tiny model from the s
 ``freeze_backbone``. Both trainers are built in this one process (the frozen one builds its feature cache first,
 timed apart), then measured in alternating rounds — ``--steps`` optimizer steps of fine-tuning, then of the frozen
 tower — so both see the same machine load. Per round: episodes/s = steps x episodes per step / wall seconds;
-reported: the median over rounds of each, and the ratio of the medians.
+reported: the median over rounds of each, the ratio of the medians and the median of the per-round ratios.
 
     .venv/bin/python benchmarks/train_synth.py [--data DIR] [--weights synth] [--rounds 5] [--steps 8]
         [--out bench_out/train_speed]
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 
-def build(data: Path, out: Path, weights: str, frozen: bool, threads: int):
+def build(data: Path, out: Path, weights: str, frozen: bool, threads: int, amp: str = "off"):
     import torch
 
     from clipfsar.train.config import TrainConfig
@@ -36,7 +36,8 @@ def build(data: Path, out: Path, weights: str, frozen: bool, threads: int):
     cfg = TrainConfig(data=str(data), out=str(out), arch="tiny", weights=None if weights == "none" else weights,
                       steps=10 ** 6, seed=0, lr=1e-3,
                       warmup_steps=10, warmup_lr=1e-5, schedule="cosine", alpha=0.5, query=3, episodes_per_step=4,
-                      val_every=10 ** 6, freeze_backbone=frozen, cache_samplings=4)
+                      val_every=10 ** 6, freeze_backbone=frozen, cache_samplings=4, amp=amp,
+                      feature_cache=str(out.parent / "cache") if frozen else "")
     trainer = Trainer(cfg)
     trainer._prepare_run_folder()
     t = time.perf_counter()
@@ -61,39 +62,48 @@ def main() -> None:
                     "(random init; the speed is the same).")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=8, help="Optimizer steps per round and mode.")
-    ap.add_argument("--threads", type=int, default=torch_threads_default())
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both (1: see docs/ablation.md).")
+    ap.add_argument("--bf16", action="store_true", help="Also the frozen tower with bf16 autocast (amp bf16).")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     data = a.data or a.out / "data"
     if not data.exists():
         subprocess.run([sys.executable, "-m", "clipfsar", "synth", str(data), "--seed", "0", "--clips", "20"],
                        check=True, stdout=subprocess.DEVNULL)
-    for name in ("finetune", "frozen"):
+    for name in ("finetune", "frozen", "frozen_bf16", "cache"):
         shutil.rmtree(a.out / name, ignore_errors=True)
-    fine, fine_build = build(data, a.out / "finetune", a.weights, False, a.threads)
-    frozen, frozen_build = build(data, a.out / "frozen", a.weights, True, a.threads)
-    steps_per_s(fine, 2), steps_per_s(frozen, 4)  # warm-up (first calls allocate)
+    trainers, builds = {}, {}
+    trainers["finetune"], builds["finetune"] = build(data, a.out / "finetune", a.weights, False, a.threads)
+    trainers["frozen"], builds["frozen"] = build(data, a.out / "frozen", a.weights, True, a.threads)
+    if a.bf16:  # reuses the frozen run's feature cache (same tower, same seed)
+        trainers["frozen_bf16"], builds["frozen_bf16"] = build(data, a.out / "frozen_bf16", a.weights, True,
+                                                               a.threads, "bf16")
+    for name, trainer in trainers.items():  # warm-up (first calls allocate)
+        steps_per_s(trainer, 2 if name == "finetune" else 4)
     rounds = []
     for r in range(a.rounds):
-        rounds.append({"finetune": steps_per_s(fine, a.steps), "frozen": steps_per_s(frozen, a.steps * 4)})
+        rounds.append({name: steps_per_s(t, a.steps if name == "finetune" else a.steps * 4)
+                       for name, t in trainers.items()})
         print(json.dumps({"round": r, **{k: round(v, 1) for k, v in rounds[-1].items()}}), flush=True)
-    fine.loader.close(), frozen.loader.close()
-    med = {k: statistics.median(x[k] for x in rounds) for k in ("finetune", "frozen")}
+    for trainer in trainers.values():
+        trainer.loader.close()
+    med = {k: statistics.median(x[k] for x in rounds) for k in trainers}
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "machine": f"{platform.machine()} cpus={os.cpu_count()} load1={os.getloadavg()[0]:.1f}",
            "command": " ".join([Path(sys.executable).name, *sys.argv]), "threads": a.threads,
            "data": str(data), "weights": a.weights, "rounds": rounds,
-           "median_episodes_per_s": med, "speedup": med["frozen"] / med["finetune"],
-           "build_seconds": {"finetune": round(fine_build, 1), "frozen_incl_feature_cache": round(frozen_build, 1)}}
+           "median_episodes_per_s": med, "speedup": {k: med[k] / med["finetune"] for k in med if k != "finetune"},
+           "median_round_speedup": {k: statistics.median(x[k] / x["finetune"] for x in rounds)
+                                    for k in med if k != "finetune"},
+           "setup_seconds": {k: round(v, 1) for k, v in builds.items()}}
     (a.out / "train_speed.json").write_text(json.dumps(res, indent=2))
-    print(f"\n| mode | episodes/s (median of {a.rounds} rounds) | setup s |\n|---|---|---|")
-    print(f"| fine-tune image tower | {med['finetune']:.1f} | {fine_build:.1f} |")
-    print(f"| frozen tower, cached features | {med['frozen']:.1f} | {frozen_build:.1f} (feature cache) |")
-    print(f"\nspeed-up: {res['speedup']:.1f}x")
-
-
-def torch_threads_default() -> int:
-    return min(2, os.cpu_count() or 1)
+    label = {"finetune": "fine-tune image tower (fp32)", "frozen": "frozen tower, cached features (fp32)",
+             "frozen_bf16": "frozen tower, cached features (bf16 autocast)"}
+    print(f"\n| mode | episodes/s (median of {a.rounds} rounds) | vs fine-tune (ratio of medians; median of "
+          f"per-round ratios) | setup s |\n|---|---|---|---|")
+    for k in trainers:
+        ratio = "1" if k == "finetune" else (f"{res['speedup'][k]:.1f}x; {res['median_round_speedup'][k]:.1f}x")
+        print(f"| {label[k]} | {med[k]:.1f} | {ratio} | {builds[k]:.1f} |")
 
 
 if __name__ == "__main__":
