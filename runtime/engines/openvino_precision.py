@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +61,18 @@ def openvino_choice(bundle, graphs: Sequence[str], backend: str) -> Dict[str, st
     return chosen
 
 
-def bf16_choice(bundle, graphs: Sequence[str], backend: str) -> Dict[str, str]:
-    """``--precision bf16``: the encoders at bf16 on OpenVINO, the heads fp32.
-
-    Raises:
-        PrecisionUnavailableError: a backend other than OpenVINO, or a CPU without BF16.
-    """
+def bf16_problem(backend: str) -> Optional[str]:
+    """Why ``--precision bf16`` cannot run on ``backend`` here (None when it can)."""
     from clipfsar.runtime.engines.openvino_backend import device_facts, has_bf16
-    from clipfsar.runtime.engines.precision import PrecisionUnavailableError
     if backend != "openvino":
-        raise PrecisionUnavailableError(f"--precision bf16 runs the fp32 graph at bf16 inference precision, which "
-                                        f"only OpenVINO does; use --backend openvino (backend here: {backend})")
+        return (f"--precision bf16 runs the fp32 graph at bf16 inference precision, which only OpenVINO does; use "
+                f"--backend openvino (backend here: {backend})")
     if not has_bf16("CPU"):
-        raise PrecisionUnavailableError(f"--precision bf16: this CPU ({device_facts('CPU')['device_name']}) has no "
-                                        f"BF16 (AVX-512 BF16 or AMX); use --precision int8 or fp32")
+        return (f"--precision bf16: this CPU ({device_facts('CPU')['device_name']}) has no BF16 (AVX-512 BF16 or "
+                f"AMX); use --precision int8 or fp32")
+    return None
+
+
+def bf16_choice(graphs: Sequence[str]) -> Dict[str, str]:
+    """``--precision bf16``: the encoders at bf16 on OpenVINO, the heads fp32 (see :func:`bf16_problem`)."""
     return {n: BF16 if n in ("image_encoder", "text_encoder") else "fp32" for n in graphs}

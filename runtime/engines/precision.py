@@ -19,7 +19,7 @@ from typing import Dict, Optional, Sequence
 
 from clipfsar.runtime.base.errors import BundleError, ClipFsarError
 from clipfsar.runtime.bundle.reader import PRECISIONS, Bundle
-from clipfsar.runtime.engines import openvino_precision
+from clipfsar.runtime.engines.openvino_precision import bf16_choice, bf16_problem, measured_on, openvino_choice
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,10 @@ def choose_precisions(bundle: Bundle, precision: str, backend: str, graphs: Opti
     if precision == "fp32":
         return {name: "fp32" for name in graphs}
     if precision == "bf16":
-        from clipfsar.runtime.engines.openvino_precision import bf16_choice
-        return bf16_choice(bundle, graphs, backend)
+        why = bf16_problem(backend)
+        if why:
+            raise PrecisionUnavailableError(why)
+        return bf16_choice(graphs)
     if precision in ("fp16", "int8"):
         if not any(precision in bundle.precisions(n) for n in graphs):
             have = sorted({p for n in graphs for p in bundle.precisions(n)}, key=PRECISIONS.index)
@@ -98,8 +100,8 @@ def choose_precisions(bundle: Bundle, precision: str, backend: str, graphs: Opti
                               f"graphs that run ({', '.join(graphs)}); make one with `clipfsar calibrate "
                               f"{bundle.root} --precision {precision}`")
         chosen = {n: precision if precision in bundle.precisions(n) else "fp32" for n in graphs}
-    elif backend == "openvino" or (backend == "cpu" and openvino_precision.measured_on(bundle) == "openvino"):
-        chosen = openvino_precision.openvino_choice(bundle, graphs, backend)  # fastest measured on OpenVINO
+    elif backend == "openvino" or (backend == "cpu" and measured_on(bundle) == "openvino"):
+        chosen = openvino_choice(bundle, graphs, backend)  # the fastest measured on OpenVINO
     elif backend in GPU_BACKENDS:
         ok = _eligible(bundle, "fp16")
         chosen = {n: "fp16" if ok and "fp16" in bundle.precisions(n) else "fp32" for n in graphs}
