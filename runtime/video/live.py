@@ -213,6 +213,7 @@ class LiveSource:
         self._seen: Set[Tuple[int, bytes]] = set()  # (stream time in ms, pixels digest) of frames delivered
         self._seen_order: Deque[Tuple[int, bytes]] = deque()
         self._latest_time = 0.0
+        self._readers: List[threading.Thread] = []  # reader threads, an abandoned stuck one among them
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._latest: Optional[np.ndarray] = None
@@ -412,6 +413,7 @@ class LiveSource:
             conn = _Connection(cap)
             reader = threading.Thread(target=self._read_loop, args=(conn,), name=f"read-{self.name}", daemon=True)
             reader.start()
+            self._readers = [t for t in self._readers if t.is_alive()] + [reader]
             why = self._watch(conn)
             conn.alive = False  # abandon: a stuck read is never joined; its thread releases the capture
             if conn.dropout is not None or why is None:
@@ -498,9 +500,15 @@ class LiveSource:
             self.close()
 
     def close(self) -> None:
-        """Stop the capture (a stuck read is abandoned, not waited for longer than 2 s)."""
+        """Stop the capture. A read still stuck in the capture is waited for up to ``read_timeout`` + 1 s (FFmpeg's
+        read timeout returns it by then): a process that exits while a reader thread is inside OpenCV's C++ code is
+        aborted by the runtime ("FATAL: exception not rethrown") instead of exiting with its status."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=2)
+        deadline = time.monotonic() + self.read_timeout + _GRACE
+        for t in list(self._readers):
+            if t is not threading.current_thread():
+                t.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -247,3 +247,16 @@ def test_real_hls_burst_is_paced_by_stream_time_and_the_dead_playlist_gives_up(h
     deadline = time.monotonic() + 3  # let the abandoned FFmpeg read return (its read timeout) before moving on
     while any(t.name.startswith("read-http") for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def test_cli_on_the_dead_playlist_exits_2_not_aborted(hls_server, tiny_bundle):
+    """The run ends with its error and exit 2: the reader still inside FFmpeg's read when the source gives up is
+    waited for (before: the interpreter's exit cut it off inside OpenCV, 'FATAL: exception not rethrown', SIGABRT)."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "clipfsar", "run", str(tiny_bundle), "--source", hls_server,
+                        "--backend", "cpu", "--window", "1", "--read-timeout", "0.6", "--retries", "1"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr[-500:]
+    assert "did not come back after 1 attempt" in r.stderr and "FATAL" not in r.stderr
+    assert r.stdout.count("frame") >= 1  # the playlist's last segments were classified once
