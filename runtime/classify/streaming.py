@@ -205,11 +205,16 @@ class StreamingMixin:
         s = self.stats
         busy = s.seconds["preprocess"] + s.seconds["encoder"]
         rate = s.encoder_images / busy if busy > 0 else float("nan")
+        need = T / window
+        if rate < need:  # the encoder is the bottleneck
+            todo = f"use a faster --precision (fp16, int8) or --backend, or a --window of at least {achieved:.1f} s"
+        else:  # the encoder keeps up: decoding, drawing, --save or --max-fps hold the loop back
+            todo = (f"the encoder keeps up, so decoding, drawing (--show, --save) or --max-fps hold the loop back; "
+                    f"lighten those or use a --window of at least {achieved:.1f} s")
         log.warning("%s: windows span %.1f s of video, not the %g s of --window (%.0f%% longer): the model encodes "
-                    "%.1f frames/s here and a %g s window of T = %d frames needs %.1f frames/s per stream. Use a "
-                    "faster --precision (fp16, int8) or --backend, or a --window of at least %.1f s",
+                    "%.1f frames/s here and a %g s window of T = %d frames needs %.1f frames/s per stream; %s",
                     st.source.name, achieved, window, 100 * (achieved / window - 1), rate, window, T, T / window,
-                    achieved)
+                    todo)
 
 
 class _StreamState:
