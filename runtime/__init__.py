@@ -3,7 +3,7 @@
 Nothing in this package imports torch, torchvision or open_clip (a test checks it). Its subpackages, lowest layer
 first; each may import only those before it (tests/test_layers.py checks it):
 
-    base -> video -> bundle -> engines -> teaching -> classify -> serving -> cli
+    base -> video -> bundle -> engines -> teaching -> classify -> serving -> studio -> cli
 
 Example:
     >>> from clipfsar.runtime import Classifier
