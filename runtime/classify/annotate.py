@@ -158,6 +158,8 @@ class AnnotatedSink:
         self._tmp = self._stage.__enter__()
         self.writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
         if not self.writer.isOpened():
+            if _free_bytes(Path(self.save).parent) < _LOW_SPACE:
+                self._abort(OSError(errno.ENOSPC, "No space left on device", str(self.save)))
             self._abort(VideoError(f"cannot write video {self.save}"))
 
     def _abort(self, error: BaseException) -> None:

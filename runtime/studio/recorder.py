@@ -21,10 +21,12 @@ from typing import Callable, Dict, List, Optional
 import cv2
 import numpy as np
 
+from clipfsar.runtime.base.atomic import staged_file
 from clipfsar.runtime.base.errors import VideoError
 from clipfsar.runtime.studio.clips_folder import take_folder
 from clipfsar.runtime.teaching.enroll import EnrollError
 from clipfsar.runtime.video.clips import fourcc_for, sample_indices
+from clipfsar.runtime.video.preprocess import as_bgr_uint8
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +99,34 @@ def thumbnail(frames: List[np.ndarray], T: int) -> bytes:
 
 
 def write_clip(path: Path, frames: List[np.ndarray], fps: float) -> None:
-    """Write ``frames`` (uint8 BGR) to a video file at ``fps`` (frames of another size are resized to the first's).
+    """Write ``frames`` to a video file at ``fps`` (frames of another size are resized to the first's; gray, 16-bit
+    and BGRA frames converted by ``as_bgr_uint8``), staged and renamed into place once the file holds every frame.
 
     Raises:
-        VideoError: OpenCV cannot write the file.
+        VideoError: OpenCV cannot write the file, or the written file does not hold the frames.
+        DiskFullError: the disk filled up (nothing is left at ``path``).
     """
+    frames = [as_bgr_uint8(f, f"frame {i} of clip {path}") for i, f in enumerate(frames)]
     h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc_for(path)), fps, (w, h))
-    if not writer.isOpened():
-        raise VideoError(f"cannot write clip {path}")
-    try:
-        for f in frames:
-            writer.write(f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h)))
-    finally:
-        writer.release()
+    with staged_file(Path(path), suffix=f".tmp{Path(path).suffix}") as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc_for(path)), fps, (w, h))
+        if not writer.isOpened():
+            if shutil.disk_usage(Path(path).parent).free < 1 << 20:
+                raise OSError(28, "No space left on device", str(path))
+            raise VideoError(f"cannot write clip {path}")
+        try:
+            for f in frames:
+                writer.write(f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h)))
+        finally:
+            writer.release()
+        cap = cv2.VideoCapture(str(tmp))
+        held = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+        cap.release()
+        if held < len(frames):  # OpenCV's writer reports no error: a full disk shows as a short or unreadable file
+            st = shutil.disk_usage(Path(path).parent)
+            if st.free < 1 << 20:
+                raise OSError(28, "No space left on device", str(path))  # staged_file says it the one way
+            raise VideoError(f"clip {path} could not be written: it holds {held} of {len(frames)} frames")
 
 
 class Recorder:

@@ -206,3 +206,17 @@ def test_gray_and_16_bit_frames_are_saved(tmp_path):
         sink(Frame(i, i / 12, img), None)
     sink.close()
     assert sink.frames == 3 and len(_frames(tmp_path / "o.avi")) == 3
+
+
+def test_studio_clip_writer_on_a_full_disk_and_gray_frames(full_disk, tmp_path):
+    """The studio's recorder writes takes with the same assumption: staged, checked, the one disk-full message."""
+    from clipfsar.runtime.base.errors import DiskFullError
+    from clipfsar.runtime.studio.recorder import write_clip
+    gray = [np.full((48, 48), 60 + i, np.uint8) for i in range(16)]
+    write_clip(tmp_path / "take.mp4", gray, 12)  # gray frames from a mono camera
+    assert len(_frames(tmp_path / "take.mp4")) == 16
+    mnt, fill = full_disk
+    fill(leave=2 * 1024)
+    with pytest.raises(DiskFullError, match=f"{FULL} {mnt / 'take.mp4'}; nothing was changed"):
+        write_clip(mnt / "take.mp4", [_pattern(i) for i in range(48)], 12)
+    assert sorted(os.listdir(mnt)) == ["filler"]
