@@ -1,6 +1,6 @@
 """Calibration and held-out frames, sampled (seeded) through the runtime's own sampling and preprocessing.
 
-Each clip gives the T frames a deployed stream would sample from it (``runtime.video.sample_indices``, random
+Each clip gives the T frames a deployed stream would sample from it (``runtime.video.clips.sample_frame_indices``: by time, random
 TSN offsets from a seeded generator) and they are preprocessed by ``runtime.preprocess.preprocess_frames``:
 calibration sees exactly what the image encoder is fed at run time. Clips are shuffled with the seed, then the
 first ones fill the calibration set and the next ones the held-out set, so no held-out frame (not even a frame of
@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from clipfsar.runtime.base.errors import DatasetError, VideoError
-from clipfsar.runtime.video.clips import count_frames, is_clip, read_frames, sample_indices
+from clipfsar.runtime.video.clips import count_frames, frame_times, is_clip, read_frames, sample_frame_indices
 from clipfsar.runtime.video.preprocess import preprocess_frames
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def collect_frames(data: Path, facts, frames: int = 512, holdout: int = 64, seed
     sets = {"calibration": ([], []), "held_out": ([], [])}
     for rank, i in enumerate(order[:need_calib + need_held]):
         path, n = clips[i]
-        idx = sample_indices(n, t, "random", rng)
+        idx = sample_frame_indices(frame_times(path), n, t, "random", rng)  # by time, as run samples
         try:
             pixels = preprocess_frames(read_frames(path, idx), facts.preprocess)  # (T, 3, S, S)
         except VideoError as e:
