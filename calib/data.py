@@ -1,7 +1,8 @@
 """Calibration and held-out frames, sampled (seeded) through the runtime's own sampling and preprocessing.
 
-Each clip gives the T frames a deployed stream would sample from it (``runtime.video.clips.sample_frame_indices``: by time, random
-TSN offsets from a seeded generator) and they are preprocessed by ``runtime.preprocess.preprocess_frames``:
+Each clip gives the T frames a deployed stream would sample from it
+(``runtime.video.clips.sample_frame_indices``: by time, random TSN offsets from a seeded generator) and they are
+preprocessed by ``runtime.preprocess.preprocess_frames``:
 calibration sees exactly what the image encoder is fed at run time. Clips are shuffled with the seed, then the
 first ones fill the calibration set and the next ones the held-out set, so no held-out frame (not even a frame of
 the same clip) was seen by calibration.
