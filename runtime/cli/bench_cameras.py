@@ -10,7 +10,8 @@ second (8 frames over a 2 s window: 4 per second), each decision one encoder cal
   that many copies of a video file play in real time as live sources (decoded in their own threads, newest frame
   first: video/prefetch.py) through one classifier for ``seconds``, and no camera's windows span more than 10 %
   beyond ``window_seconds`` (a lagging live source drops frames and stretches its windows): decoding,
-  preprocessing, the head and smoothing share the cores with the encoder. Tried from the encoder-bound limit down.
+  preprocessing, the head and smoothing share the cores with the encoder. The encoder-bound count is tried
+  first, then a bisection below it.
 
 Example:
     >>> r = cameras_held(clf, Path("clip.mp4"), seconds=10)
@@ -105,16 +106,28 @@ def cameras_held(clf, source: Path, seconds: float = 10.0, max_cameras: int = 64
     first = next(iter(FileSource(source).frames()))
     ips = encoder_images_per_s(clf, first.image)
     bound = encoder_bound(ips, cadence, max_cameras)
-    tried = []
-    held = 0
-    for n in range(max(bound, 1), 0, -1):
+    tried: List[Dict] = []
+
+    def holds(n: int) -> bool:
         rates, spans = _trial(clf, source, n, seconds)
         ok = min(rates) >= 0.9 * cadence and max(spans) <= 1.1 * span_needed
         tried.append({"cameras": n, "min_decisions_per_s": min(rates), "mean_decisions_per_s": float(np.mean(rates)),
                       "max_window_span_s": max(spans), "held": ok})
-        if ok:
-            held = n
-            break
+        return ok
+
+    # the encoder-bound count first, then a bisection below it (a few trials even when the bound is 64)
+    lo, hi = 0, max(bound, 1)  # lo holds (0 trivially), hi is the next to try
+    if holds(hi):
+        lo = hi
+    else:
+        hi -= 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if holds(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+    held = lo
     return {"cadence_hz": cadence, "window_s": facts.window_seconds, "frames": facts.frames,
             "encoder_images_per_s": {str(b): v for b, v in ips.items()}, "encoder_bound": bound, "held": held,
             "trials": tried, "seconds": seconds, "source_fps": LiveReplay(source, 0).fps}
