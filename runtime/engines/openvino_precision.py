@@ -54,6 +54,10 @@ def openvino_choice(bundle, graphs: Sequence[str], backend: str) -> Dict[str, st
         log.info("bundle %s was calibrated on OpenVINO: on %s its variants are unmeasured, fp32 runs (measure them "
                  "with `clipfsar calibrate --backend cpu`)", bundle.root, backend)
         return {n: "fp32" for n in graphs}
+    if measured_on(bundle) != "openvino" and any(bundle.manifest.graphs[n].variants for n in graphs):
+        log.warning("bundle %s was calibrated on onnxruntime: its variants' speed on OpenVINO is unmeasured, fp32 "
+                    "runs; measure them with `clipfsar calibrate %s --data ...` (OpenVINO by default), or run "
+                    "--backend cpu", bundle.root, bundle.root)
     chosen = {}
     for n in graphs:
         c = {p: s for p, s in candidates(bundle, n).items() if s > 1.0}
