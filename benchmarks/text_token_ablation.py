@@ -1,5 +1,9 @@
 """Benchmark: the paper's text-token ablation and the weight of each branch in the fusion, for the demo's recipe.
 
+The ablation as users run it — both synthetic families, the prior's image tower frozen, mean and 95 % t-interval
+over training seeds — is ``clipfsar ablation`` (train/ablation.py, docs/ablation.md). This script stays for what
+that command does not do: the demo's *fine-tuned* recipe (a fresh image tower) and the ``--spread`` diagnosis.
+
 The demo's recipe (``clipfsar/demo.py``): the shipped pretrained tiny weights with the image tower (``visual.*``)
 re-initialised from the seed, the text tower frozen, 900 steps x 4 episodes, 5-way 1-shot, query 3, lr 1e-3 cosine,
 warm-up 10 from 1e-5, alpha 0.5 (until 2026-11-30: 450 steps, alpha 1.5; ``--steps``/``--alpha``).
