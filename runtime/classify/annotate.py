@@ -69,7 +69,8 @@ def check_can_show() -> None:
 
 
 def check_save_path(save: Path, source: str) -> None:
-    """Raise ``ClipFsarError`` when ``--save`` would overwrite the ``--source`` being read (the same file)."""
+    """Raise ``ClipFsarError`` when ``--save`` would overwrite the ``--source`` being read (the same file), is a
+    folder, has an extension no video writer takes, or lies in a folder that does not exist or is not writable."""
     if source.lower().startswith("file://"):  # file:///data/a.mp4 is the file /data/a.mp4
         from clipfsar.runtime.video.sources import file_url_path
         with contextlib.suppress(ClipFsarError):
@@ -79,6 +80,12 @@ def check_save_path(save: Path, source: str) -> None:
         raise ClipFsarError(f"--save {save} is the --source being read; choose another output file")
     if Path(save).is_dir():
         raise ClipFsarError(f"--save {save} is a folder; give a video file name (.mp4, .avi)")
+    fourcc_for(Path(save))  # an extension it cannot write is refused before any streaming
+    parent = Path(save).absolute().parent
+    if not parent.is_dir():
+        raise ClipFsarError(f"--save {save}: the folder {parent} does not exist; create it or choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ClipFsarError(f"--save {save}: the folder {parent} is not writable; choose another path")
 
 
 def letterbox(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:

@@ -54,3 +54,11 @@ def test_impossible_camera_index_is_a_clear_error(tiny_bundle):
     r = _run([str(tiny_bundle), "--source", "99999999999"])
     assert r.returncode == 2 and "camera index 99999999999 is out of range" in r.stderr, r.stderr
     assert "overload" not in r.stderr.lower() and "Traceback" not in r.stderr
+
+
+def test_save_into_a_missing_folder_or_with_a_bad_extension_is_refused(tiny_bundle, stream_file, tmp_path):
+    for save, words in ((tmp_path / "nope" / "out.mp4", "does not exist"), (tmp_path / "out.txt", ".txt")):
+        r = _run([str(tiny_bundle), "--source", str(stream_file), "--save", str(save)])
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert "wrote" not in r.stdout + r.stderr and not save.exists()
+    assert not (tmp_path / "nope").exists()
