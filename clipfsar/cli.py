@@ -18,7 +18,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "ablation": ("clipfsar.train.ablation_cli", "ablation",
                  "The paper's ablation (text token, fusion, zero-shot) over training seeds, with CIs."),
     "calibrate": ("clipfsar.calib.cli", "calibrate",
-                  "Add fp16/int8 graph variants to a bundle, with a precision report."),
+                  "Add fp16/bf16/int8 graph variants to a bundle, with a precision report."),
     "export": ("clipfsar.export.cli", "export", "Export a checkpoint and support clips to a bundle."),
     "run": ("clipfsar.runtime.cli.run", "run", "Classify a camera, file or network stream with a bundle."),
     "bench": ("clipfsar.runtime.cli.run", "bench", "Per-stage latency and memory of the streaming runtime."),

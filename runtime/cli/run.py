@@ -117,7 +117,7 @@ def _finite(ctx, param, value):
               help="Live sources: reopen attempts (backoff 0.5 s doubling to 8 s) after a failed open or a dropout.")
 @click.option("--threads", type=click.IntRange(min=0), default=None,
               help="onnxruntime intra-op threads, idle threads not spinning (0 = onnxruntime's own default: one "
-                   "per core, spinning; default: cores - 1, measured for streaming, see README).")
+                   "per core, spinning; default: cores - 1, measured for streaming in docs/cpu.md).")
 @click.option("--server", help="Run the encoder and head on a `clipfsar serve` Triton server (grpc://HOST:PORT or "
               "http://HOST:PORT[?timeout=S&retries=N]); decoding, the ring buffer and smoothing stay here.")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), help=CACHE_OPTION_HELP)

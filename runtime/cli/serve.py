@@ -32,7 +32,7 @@ from clipfsar.runtime.engines.precision import CHOICES as PRECISION_CHOICES
               help="onnxruntime intra-op threads per graph (0 = one per core).")
 @click.option("--stub-env", type=click.Path(path_type=Path, file_okay=False),
               help="Python env (numpy<2) for Triton's Python-backend stub when this one has numpy 2 "
-                   "(default: $CLIPFSAR_TRITON_STUB_ENV; see README, Serving).")
+                   "(default: $CLIPFSAR_TRITON_STUB_ENV; see docs/serving.md).")
 @click.option("--log-verbose", type=click.IntRange(min=0), default=0, help="Triton's log verbosity.")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), help=CACHE_OPTION_HELP)
 def serve(bundle: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, max_batch: int,
