@@ -34,6 +34,7 @@ import numpy as np
 
 from clipfsar.runtime.base.atomic import staged_file
 from clipfsar.runtime.base.errors import ClipFsarError
+from clipfsar.runtime.bundle.reader import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +157,6 @@ def store(folder: Path, graph: str, key: Dict[str, Any], blob: bytes) -> Path:
     return folder / f"{stem}.blob"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class OvGraph:
     """One graph compiled by OpenVINO; the interface of ``OnnxGraph`` (``run(**inputs) -> dict``, ``backend``,
     ``providers``, ``input_names``, ``output_names``) plus ``served_precision``.
@@ -202,7 +195,7 @@ class OvGraph:
         key = folder = None
         if cache_dir is not None:
             folder = Path(cache_dir) / "openvino" / device
-            key = cache_key(device_facts(device), graph_sha256 or _sha256(self.path), precision, config)
+            key = cache_key(device_facts(device), graph_sha256 or sha256_of(self.path), precision, config)
             reason, blob = lookup(folder, self.name, key)
             if blob is not None:
                 try:

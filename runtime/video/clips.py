@@ -242,6 +242,16 @@ def frame_times(path: Path) -> Optional[np.ndarray]:
     return _TIMES[key]
 
 
+def _segment_offsets(num: int, mode: str, rng: Optional[np.random.Generator]) -> np.ndarray:
+    """Where in each of the ``num`` TSN segments to sample, as a fraction in [0, 1): the centre (``center``, test)
+    or a random point (``random``, training). Raises ValueError for another mode."""
+    if mode == "center":
+        return np.full(num, 0.5)
+    if mode == "random":
+        return (rng or np.random.default_rng()).random(num)
+    raise ValueError(f"sampling mode must be 'center' or 'random', got '{mode}'")
+
+
 def sample_frame_indices(times: Optional[np.ndarray], n_frames: int, num: int, mode: str = "center",
                          rng: Optional[np.random.Generator] = None) -> List[int]:
     """TSN sampling by time: one frame per equal *time* segment of the clip (the frame shown at the segment's centre,
@@ -255,12 +265,7 @@ def sample_frame_indices(times: Optional[np.ndarray], n_frames: int, num: int, m
     """
     if times is None or len(times) != n_frames:
         return sample_indices(n_frames, num, mode, rng)
-    if mode == "center":
-        offsets = np.full(num, 0.5)
-    elif mode == "random":
-        offsets = (rng or np.random.default_rng()).random(num)
-    else:
-        raise ValueError(f"sampling mode must be 'center' or 'random', got '{mode}'")
+    offsets = _segment_offsets(num, mode, rng)
     t0 = float(times[0])
     end = float(times[-1]) + float(times[-1] - times[-2])
     moments = t0 + (np.arange(num) + offsets) * (end - t0) / num
@@ -292,12 +297,7 @@ def sample_indices(n_frames: int, num: int, mode: str = "center",
     """
     if n_frames < 1:
         raise VideoError("cannot sample frames from an empty clip")
-    if mode == "center":
-        offsets = np.full(num, 0.5)
-    elif mode == "random":
-        offsets = (rng or np.random.default_rng()).random(num)
-    else:
-        raise ValueError(f"sampling mode must be 'center' or 'random', got '{mode}'")
+    offsets = _segment_offsets(num, mode, rng)
     idx = np.floor((np.arange(num) + offsets) * n_frames / num).astype(int)
     return np.minimum(idx, n_frames - 1).tolist()
 
