@@ -5,10 +5,11 @@ The shipped prior encodes the scene of a frame but not the shape (benchmarks/pri
 per class, 8 frames each, rendered by the generator at 96 px and resized to the tiny model's 64 px), AdamW with a
 cosine schedule, open_clip's ClipLoss. ``--batches hard``: each batch is 64 frames of each of 2 scenes, so most
 negatives share the scene and differ in shape, size, position or colour; ``random``: 128 frames of any class.
-Prints the loss every 50 steps, writes the weights to ``--out`` and runs the shape probe on them.
+``--zoom Z`` trains (and probes) on crops around the object, so it appears Z times larger. Prints the loss every
+50 steps, writes the weights to ``--out`` and runs the shape probe on them.
 
     .venv/bin/python benchmarks/hard_negatives.py [--batches hard|random] [--steps 1000] [--lr 2e-3]
-        [--out bench_out/hard_negatives.safetensors]
+        [--zoom 1] [--out bench_out/hard_negatives.safetensors]
 """
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 STD = np.array([0.26862954, 0.26130258, 0.27577711])
 
 
-def frame_pool(rng, clips: int = 12) -> dict:
+def frame_pool(rng, clips: int = 12, zoom: float = 1.0) -> dict:
     """scene -> [(pixels (3, 64, 64) float32, FrameState)] over the appearance family's train classes."""
     import cv2
+    from prior_probe import zoomed
 
     from clipfsar.train.synth import class_factors, render_class_clip, split_classes
     pool: dict = {}
@@ -36,7 +38,8 @@ def frame_pool(rng, clips: int = 12) -> dict:
         for _ in range(clips):
             frames, facts = render_class_clip(name, rng, 96, 8)
             for f, state in zip(frames, facts["frames"]):
-                x = cv2.resize(cv2.cvtColor(f, cv2.COLOR_BGR2RGB), (64, 64), interpolation=cv2.INTER_AREA) / 255.0
+                rgb = cv2.cvtColor(zoomed(f, state, zoom), cv2.COLOR_BGR2RGB)
+                x = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA) / 255.0
                 pool.setdefault(scene, []).append((((x - MEAN) / STD).transpose(2, 0, 1).astype(np.float32), state))
     return pool
 
@@ -48,6 +51,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--zoom", type=float, default=1.0, help="train on crops where the object is ZOOM times larger")
     ap.add_argument("--out", type=Path, default=Path("bench_out/hard_negatives.safetensors"))
     args = ap.parse_args()
     import open_clip
@@ -61,7 +65,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     clip = create_clip("tiny", args.weights).train()
     tokenizer = open_clip.get_tokenizer(resolve_arch("tiny"))
-    pool = frame_pool(rng)
+    pool = frame_pool(rng, zoom=args.zoom)
     scenes = sorted(pool)
     flat = [item for s in scenes for item in pool[s]]
     optim = torch.optim.AdamW([p for p in clip.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.1)
@@ -87,7 +91,8 @@ def main() -> None:
     print(f"{args.steps} steps in {time.perf_counter() - t0:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(clip, args.out, resolve_arch("tiny"))
-    subprocess.run([sys.executable, str(Path(__file__).with_name("prior_probe.py")), "--weights", str(args.out)],
+    subprocess.run([sys.executable, str(Path(__file__).with_name("prior_probe.py")), "--weights", str(args.out),
+                    "--zoom", str(args.zoom)],
                    check=True)
 
 

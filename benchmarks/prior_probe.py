@@ -9,7 +9,7 @@ has never seen. Chance is 1/5 for the shape and 1/9 for the other factor. A prob
 scene (the combinations seen in train) scores below chance here.
 
     .venv/bin/python benchmarks/prior_probe.py [--weights synth|none|FILE] [--arch tiny] [--family appearance]
-        [--clips 6]
+        [--clips 6] [--zoom 1: crop around the object so it appears ZOOM times larger]
 """
 from __future__ import annotations
 
@@ -22,7 +22,18 @@ MEAN = np.array([0.48145466, 0.4578275, 0.40821073])  # CLIP's normalisation (th
 STD = np.array([0.26862954, 0.26130258, 0.27577711])
 
 
-def embeddings(model, classes, clips: int, size: int, rng):
+def zoomed(frame, state, zoom: float):
+    """The ``96 / zoom`` px square around the object (clamped to the frame): the object ``zoom`` times larger."""
+    if zoom == 1:
+        return frame
+    h = frame.shape[0]
+    side = int(round(h / zoom))
+    x0 = int(np.clip(state.x * h - side / 2, 0, h - side))
+    y0 = int(np.clip(state.y * h - side / 2, 0, h - side))
+    return frame[y0:y0 + side, x0:x0 + side]
+
+
+def embeddings(model, classes, clips: int, size: int, rng, zoom: float = 1.0):
     """(N, D) normalised embeddings and the two factors of each frame."""
     import cv2
     import torch
@@ -32,9 +43,10 @@ def embeddings(model, classes, clips: int, size: int, rng):
     for name in classes:
         shape, other = class_factors(name)
         for _ in range(clips):
-            frames, _ = render_class_clip(name, rng, 96, 8)
-            for f in frames[::2]:
-                x = cv2.resize(cv2.cvtColor(f, cv2.COLOR_BGR2RGB), (size, size), interpolation=cv2.INTER_AREA)
+            frames, facts = render_class_clip(name, rng, 96, 8)
+            for f, state in list(zip(frames, facts["frames"]))[::2]:
+                rgb = cv2.cvtColor(zoomed(f, state, zoom), cv2.COLOR_BGR2RGB)
+                x = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
                 pixels.append(((x / 255.0 - MEAN) / STD).transpose(2, 0, 1))
                 first.append(shape)
                 second.append(other)
@@ -50,6 +62,7 @@ def main() -> None:
     ap.add_argument("--arch", default="tiny")
     ap.add_argument("--family", default="appearance", choices=["appearance", "motion"])
     ap.add_argument("--clips", type=int, default=6)
+    ap.add_argument("--zoom", type=float, default=1.0, help="crop around the object: it appears this much larger")
     args = ap.parse_args()
     import torch
     from sklearn.linear_model import LogisticRegression
@@ -61,11 +74,11 @@ def main() -> None:
     size = int(model.visual.image_size[0])
     splits = split_classes(0, args.family)
     rng = np.random.default_rng(0)
-    x_tr, shape_tr, other_tr = embeddings(model, splits["train"], args.clips, size, rng)
-    x_te, shape_te, other_te = embeddings(model, splits["val"] + splits["test"], args.clips, size, rng)
+    x_tr, shape_tr, other_tr = embeddings(model, splits["train"], args.clips, size, rng, args.zoom)
+    x_te, shape_te, other_te = embeddings(model, splits["val"] + splits["test"], args.clips, size, rng, args.zoom)
     other_name = "scene" if args.family == "appearance" else "motion"
-    result = {"weights": args.weights, "arch": args.arch, "family": args.family, "frames_train": len(x_tr),
-              "frames_unseen": len(x_te)}
+    result = {"weights": args.weights, "arch": args.arch, "family": args.family, "zoom": args.zoom,
+              "frames_train": len(x_tr), "frames_unseen": len(x_te)}
     for factor, y_tr, y_te in (("shape", shape_tr, shape_te), (other_name, other_tr, other_te)):
         probe = LogisticRegression(max_iter=3000, C=10).fit(x_tr, y_tr)
         result[factor] = {"unseen_combinations": round(probe.score(x_te, y_te), 3),
