@@ -9,7 +9,7 @@ negatives share the scene and differ in shape, size, position or colour; ``rando
 50 steps, writes the weights to ``--out`` and runs the shape probe on them.
 
     .venv/bin/python benchmarks/hard_negatives.py [--batches hard|random] [--steps 1000] [--lr 2e-3]
-        [--zoom 1] [--out bench_out/hard_negatives.safetensors]
+        [--zoom 1] [--arch tiny] [--weights synth|none|FILE] [--out bench_out/hard_negatives.safetensors]
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def frame_pool(rng, clips: int = 12, zoom: float = 1.0) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--weights", default="synth")
+    ap.add_argument("--weights", default="synth", help="open_clip tag or file; 'none' = a seeded random init")
+    ap.add_argument("--arch", default="tiny", help="a 64 px model (the tiny model's input size)")
     ap.add_argument("--batches", choices=["hard", "random"], default="hard")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -63,8 +64,8 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    clip = create_clip("tiny", args.weights).train()
-    tokenizer = open_clip.get_tokenizer(resolve_arch("tiny"))
+    clip = create_clip(args.arch, None if args.weights == "none" else args.weights).train()
+    tokenizer = open_clip.get_tokenizer(resolve_arch(args.arch))
     pool = frame_pool(rng, zoom=args.zoom)
     scenes = sorted(pool)
     flat = [item for s in scenes for item in pool[s]]
@@ -90,9 +91,9 @@ def main() -> None:
             print(f"step {step} loss {float(loss.detach()):.3f}", flush=True)
     print(f"{args.steps} steps in {time.perf_counter() - t0:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_weights(clip, args.out, resolve_arch("tiny"))
+    save_weights(clip, args.out, resolve_arch(args.arch))
     subprocess.run([sys.executable, str(Path(__file__).with_name("prior_probe.py")), "--weights", str(args.out),
-                    "--zoom", str(args.zoom)],
+                    "--arch", args.arch, "--zoom", str(args.zoom)],
                    check=True)
 
 
