@@ -22,14 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
-STD = np.array([0.26862954, 0.26130258, 0.27577711])
-
 
 def frame_pool(rng, clips: int = 12, zoom: float = 1.0) -> dict:
     """scene -> [(pixels (3, 64, 64) float32, FrameState)] over the appearance family's train classes."""
-    import cv2
-    from prior_probe import zoomed
+    from prior_probe import preprocessed
 
     from clipfsar.train.synth import class_factors, render_class_clip, split_classes
     pool: dict = {}
@@ -38,9 +34,7 @@ def frame_pool(rng, clips: int = 12, zoom: float = 1.0) -> dict:
         for _ in range(clips):
             frames, facts = render_class_clip(name, rng, 96, 8)
             for f, state in zip(frames, facts["frames"]):
-                rgb = cv2.cvtColor(zoomed(f, state, zoom), cv2.COLOR_BGR2RGB)
-                x = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA) / 255.0
-                pool.setdefault(scene, []).append((((x - MEAN) / STD).transpose(2, 0, 1).astype(np.float32), state))
+                pool.setdefault(scene, []).append((preprocessed(f, state, zoom, 64), state))
     return pool
 
 

@@ -39,11 +39,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _cos(a, b):
-    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
 def _ov_fn(req):
     return lambda a: np.array(req.infer({0: a})[0])
 
@@ -129,7 +124,10 @@ def qdq_profile(req, x, runs: int) -> dict:
 
 
 def matmul_integer_limit(threads: int, runs: int, m: int = 197, k: int = 768, n: int = 3072) -> float:
-    """GOP/s of onnxruntime's MatMulInteger (uint8 x int8) at ``m x k x n`` (ViT-B-16's MLP, one frame)."""
+    """GOP/s of onnxruntime's MatMulInteger (uint8 x int8) at ``m x k x n`` (ViT-B-16's MLP, one frame), alone.
+
+    Not cpu_backends.gemm_limits: that compiles OpenVINO's GEMMs in the same process, and the same MatMulInteger
+    measured 587 GOP/s there against 804-884 alone (2026-12-07, one try each, the machine not quite idle)."""
     import onnx
     from onnx import TensorProto, helper
     node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
@@ -171,6 +169,7 @@ def main() -> None:
         return
 
     import openvino as ov
+    from cpu_backends import _cos  # this folder's cosine of rows
 
     from clipfsar.calib.data import collect_frames
     from clipfsar.calib.int8 import quantize_dynamic_graph, quantize_static_graph

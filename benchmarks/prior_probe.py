@@ -33,9 +33,16 @@ def zoomed(frame, state, zoom: float):
     return frame[y0:y0 + side, x0:x0 + side]
 
 
+def preprocessed(frame, state, zoom: float, size: int) -> np.ndarray:
+    """A generator's BGR uint8 frame as the tiny model's (3, size, size) float32 input (``zoomed`` first)."""
+    import cv2
+    rgb = cv2.cvtColor(zoomed(frame, state, zoom), cv2.COLOR_BGR2RGB)
+    x = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA) / 255.0
+    return ((x - MEAN) / STD).transpose(2, 0, 1).astype(np.float32)
+
+
 def embeddings(model, classes, clips: int, size: int, rng, zoom: float = 1.0):
     """(N, D) normalised embeddings and the two factors of each frame."""
-    import cv2
     import torch
 
     from clipfsar.train.synth import class_factors, render_class_clip
@@ -45,9 +52,7 @@ def embeddings(model, classes, clips: int, size: int, rng, zoom: float = 1.0):
         for _ in range(clips):
             frames, facts = render_class_clip(name, rng, 96, 8)
             for f, state in list(zip(frames, facts["frames"]))[::2]:
-                rgb = cv2.cvtColor(zoomed(f, state, zoom), cv2.COLOR_BGR2RGB)
-                x = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-                pixels.append(((x / 255.0 - MEAN) / STD).transpose(2, 0, 1))
+                pixels.append(preprocessed(f, state, zoom, size))
                 first.append(shape)
                 second.append(other)
     x = torch.tensor(np.stack(pixels), dtype=torch.float32)
