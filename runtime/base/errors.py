@@ -46,6 +46,26 @@ def is_disk_full(e: BaseException) -> bool:
     return False
 
 
+LOW_SPACE = 1 << 20  # bytes free below which a video writer's silent failure is put down to a full disk
+
+
+def free_bytes(folder) -> int:
+    """Bytes a non-root writer may still use in ``folder`` (statvfs); very large when it cannot be told."""
+    import os
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
+
+
+def no_space(path) -> OSError:
+    """``OSError: [Errno 28] No space left on device`` for ``path``, for writers that fail without an errno
+    (OpenCV's VideoWriter); ``staged_file`` turns it into the one ``DiskFullError``."""
+    import errno
+    return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
 def disk_full_error(what) -> DiskFullError:
     """The one message for a full disk: ``no space left on device while writing X; nothing was changed``."""
     return DiskFullError(f"no space left on device while writing {what}; nothing was changed")

@@ -9,7 +9,6 @@ size); gray, 16-bit and BGRA frames are converted (:func:`~clipfsar.runtime.vide
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import sys
@@ -21,14 +20,13 @@ import cv2
 import numpy as np
 
 from clipfsar.runtime.base.atomic import staged_file
-from clipfsar.runtime.base.errors import ClipFsarError, VideoError
+from clipfsar.runtime.base.errors import LOW_SPACE, ClipFsarError, VideoError, free_bytes, no_space
 from clipfsar.runtime.classify.classifier import UNKNOWN, Decision
 from clipfsar.runtime.video.clips import fourcc_for
 from clipfsar.runtime.video.preprocess import as_bgr_uint8
 
 log = logging.getLogger(__name__)
 
-_LOW_SPACE = 1 << 20  # bytes free below which a failed --save video is put down to a full disk
 
 
 def annotate(image: np.ndarray, decision: Optional[Decision], fps: Optional[float] = None) -> np.ndarray:
@@ -103,14 +101,6 @@ def letterbox(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _free_bytes(folder: Path) -> int:
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return 1 << 62
-    return st.f_bavail * st.f_frsize
-
-
 class AnnotatedSink:
     """Writes annotated frames to a video file (opened at the first frame) and/or shows them in a window.
 
@@ -150,8 +140,8 @@ class AnnotatedSink:
                 img = letterbox(img, self.size)
             self.writer.write(img)
             self.frames += 1
-            if self.frames % 64 == 0 and _free_bytes(self.save.parent) == 0:  # stop at once: nothing more fits
-                self._abort(OSError(errno.ENOSPC, "No space left on device", str(self.save)))
+            if self.frames % 64 == 0 and free_bytes(self.save.parent) == 0:  # stop at once: nothing more fits
+                self._abort(no_space(self.save))
         if self.show:
             cv2.imshow("clip-fsar", img)
             if cv2.waitKey(1) & 0xFF == ord("q"):
@@ -165,8 +155,8 @@ class AnnotatedSink:
         self._tmp = self._stage.__enter__()
         self.writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
         if not self.writer.isOpened():
-            if _free_bytes(Path(self.save).parent) < _LOW_SPACE:
-                self._abort(OSError(errno.ENOSPC, "No space left on device", str(self.save)))
+            if free_bytes(Path(self.save).parent) < LOW_SPACE:
+                self._abort(no_space(self.save))
             self._abort(VideoError(f"cannot write video {self.save}"))
 
     def _abort(self, error: BaseException) -> None:
@@ -204,8 +194,8 @@ class AnnotatedSink:
         self.writer = None
         held = self._written()
         if held is None or held < self.frames:
-            if _free_bytes(self.save.parent) < _LOW_SPACE:
-                self._abort(OSError(errno.ENOSPC, "No space left on device", str(self.save)))
+            if free_bytes(self.save.parent) < LOW_SPACE:
+                self._abort(no_space(self.save))
             self._abort(VideoError(f"the saved video {self.save} could not be written: it holds "
                                    f"{held or 0} of the {self.frames} frames written; nothing was changed"))
         if self.resized:

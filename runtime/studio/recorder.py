@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from clipfsar.runtime.base.atomic import staged_file
-from clipfsar.runtime.base.errors import VideoError
+from clipfsar.runtime.base.errors import LOW_SPACE, VideoError, free_bytes, no_space
 from clipfsar.runtime.studio.clips_folder import take_folder
 from clipfsar.runtime.teaching.enroll import EnrollError
 from clipfsar.runtime.video.clips import fourcc_for, sample_indices
@@ -111,8 +111,8 @@ def write_clip(path: Path, frames: List[np.ndarray], fps: float) -> None:
     with staged_file(Path(path), suffix=f".tmp{Path(path).suffix}") as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc_for(path)), fps, (w, h))
         if not writer.isOpened():
-            if shutil.disk_usage(Path(path).parent).free < 1 << 20:
-                raise OSError(28, "No space left on device", str(path))
+            if free_bytes(Path(path).parent) < LOW_SPACE:
+                raise no_space(path)
             raise VideoError(f"cannot write clip {path}")
         try:
             for f in frames:
@@ -123,9 +123,8 @@ def write_clip(path: Path, frames: List[np.ndarray], fps: float) -> None:
         held = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
         cap.release()
         if held < len(frames):  # OpenCV's writer reports no error: a full disk shows as a short or unreadable file
-            st = shutil.disk_usage(Path(path).parent)
-            if st.free < 1 << 20:
-                raise OSError(28, "No space left on device", str(path))  # staged_file says it the one way
+            if free_bytes(Path(path).parent) < LOW_SPACE:
+                raise no_space(path)  # staged_file says it the one way
             raise VideoError(f"clip {path} could not be written: it holds {held} of {len(frames)} frames")
 
 
