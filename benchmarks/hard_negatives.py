@@ -49,6 +49,10 @@ def main() -> None:
     ap.add_argument("--zoom", type=float, default=1.0, help="train on crops where the object is ZOOM times larger")
     ap.add_argument("--out", type=Path, default=Path("bench_out/hard_negatives.safetensors"))
     args = ap.parse_args()
+    if args.steps < 1:
+        ap.error(f"--steps must be >= 1, got {args.steps}")
+    if args.zoom < 1:
+        ap.error(f"--zoom must be >= 1 (the object drawn larger, never smaller), got {args.zoom}")
     import open_clip
     import torch
 

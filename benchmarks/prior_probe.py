@@ -94,6 +94,10 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=6)
     ap.add_argument("--zoom", type=float, default=1.0, help="crop around the object: it appears this much larger")
     args = ap.parse_args()
+    if args.clips < 1:
+        ap.error(f"--clips must be >= 1, got {args.clips}")
+    if args.zoom < 1:
+        ap.error(f"--zoom must be >= 1 (the object drawn larger, never smaller), got {args.zoom}")
     import torch
 
     from clipfsar.train.backbone import create_clip
