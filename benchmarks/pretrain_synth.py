@@ -1,9 +1,10 @@
-"""Benchmark: remake the shipped frame-level prior (``synth`` = ``synth-v2``) and measure what it knows.
+"""Benchmark: remake the shipped frame-level prior (``synth`` = ``synth-v3`` of the ``small`` model) and measure it.
 
 1. Writes the pretraining set (``synth.make_prior_dataset``: both families, seed 0, 20 clips per class; only the
    *train* classes' clip and per-frame captions, so the prior never sees a val or test class) and runs the exact
-   command below; ``--ship`` stamps the result ``clipfsar_prior = synth-v2`` and writes it over the shipped file
-   (``train/pretrained/clipfsar-tiny-synth-v2.safetensors``, ``pretrain.ship_prior``).
+   two commands below (300 steps of random batches, then 1,400 steps of mostly hard-negative batches);
+   ``--ship`` stamps the result ``clipfsar_prior = synth-v3`` and writes it over the shipped file
+   (``train/pretrained/clipfsar-small-synth-v3.safetensors``, ``pretrain.ship_prior``).
 2. Zero-shot accuracy (the video-text branch alone, no training, 5-way, seeded test episodes) of the new weights
    and of a random init, on both families' unseen test classes.
 
@@ -24,9 +25,13 @@ import time
 from pathlib import Path
 
 CLI = [sys.executable, "-m", "clipfsar"]
-# The command that makes the shipped prior (PRIOR = make_prior_dataset(PRIOR, seed=0, clips_per_class=20)).
-PRETRAIN_ARGS = ["--arch", "tiny", "--steps", "600", "--batch", "128", "--clip-fraction", "0.1", "--lr", "2e-3",
-                 "--warmup-steps", "30", "--seed", "0", "--workers", "1"]
+# The two commands that make the shipped prior (PRIOR = make_prior_dataset(PRIOR, seed=0, clips_per_class=20)):
+# stage 1 from random init on random batches, stage 2 from stage 1 with 90 % hard-negative frame pairs.
+COMMON = ["--arch", "small", "--batch", "128", "--clip-fraction", "0.1", "--lr", "2e-3", "--warmup-steps", "30",
+          "--workers", "1"]
+STAGES = [COMMON + ["--steps", "300", "--seed", "0"],
+          COMMON + ["--steps", "1400", "--seed", "1", "--hard-fraction", "0.9", "--mine-clusters", "20",
+                    "--weights", "STAGE1/weights.safetensors"]]
 
 
 def run_all(out: Path, episodes: int = 2000, ship: bool = False, weights: Path = None) -> dict:
@@ -39,13 +44,16 @@ def run_all(out: Path, episodes: int = 2000, ship: bool = False, weights: Path =
     prior = make_prior_dataset(out / "prior_data", seed=0, clips_per_class=20)
     res = {"machine": f"{platform.machine()} cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}",
            "date": time.strftime("%Y-%m-%d %H:%M"), "episodes": episodes,
-           "pretrain_command": " ".join(["clipfsar", "pretrain", "--data", "PRIOR", "--out", "RUN", *PRETRAIN_ARGS])}
+           "pretrain_command": "; ".join(" ".join(["clipfsar", "pretrain", "--data", "PRIOR", "--out", f"STAGE{i + 1}",
+                                                    *args]) for i, args in enumerate(STAGES))}
     if weights is None:
         t = time.perf_counter()
-        subprocess.run(CLI + ["pretrain", "--data", str(prior), "--out", str(out / "pretrain"), *PRETRAIN_ARGS],
-                       check=True, stdout=subprocess.DEVNULL)
+        for i, args in enumerate(STAGES):
+            args = [a.replace("STAGE1", str(out / "stage1")) for a in args]
+            subprocess.run(CLI + ["pretrain", "--data", str(prior), "--out", str(out / f"stage{i + 1}"), *args],
+                           check=True, stdout=subprocess.DEVNULL)
         res["pretrain_seconds"] = round(time.perf_counter() - t, 1)
-        weights = out / "pretrain" / "weights.safetensors"
+        weights = out / f"stage{len(STAGES)}" / "weights.safetensors"
         if ship:
             ship_prior(weights, PRIOR_FILE, PRIOR_VERSION, "benchmarks/pretrain_synth.py --ship: " +
                        res["pretrain_command"])
@@ -53,8 +61,8 @@ def run_all(out: Path, episodes: int = 2000, ship: bool = False, weights: Path =
     res["zero_shot"] = {}
     for family in FAMILIES:  # the test classes of the families' seed-0 splits: never in the pretraining set
         res["zero_shot"][family] = {
-            "prior": zero_shot_accuracy(prior / family, "tiny", str(weights), "test", 5, episodes),
-            "random init": zero_shot_accuracy(prior / family, "tiny", None, "test", 5, episodes)}
+            "prior": zero_shot_accuracy(prior / family, "small", str(weights), "test", 5, episodes),
+            "random init": zero_shot_accuracy(prior / family, "small", None, "test", 5, episodes)}
         print(family, json.dumps(res["zero_shot"][family]), flush=True)
     return res
 

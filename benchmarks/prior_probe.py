@@ -104,7 +104,8 @@ def main() -> None:
     from clipfsar.train.synth import split_classes
     torch.manual_seed(0)
     model = create_clip(args.arch, None if args.weights == "none" else args.weights).eval()
-    size = int(model.visual.image_size[0])
+    size = model.visual.image_size
+    size = int(size if isinstance(size, int) else size[0])  # a ViT stores (h, w), a ModifiedResNet an int
     splits = split_classes(0, args.family)
     rng = np.random.default_rng(0)
     x_tr, shape_tr, other_tr = embeddings(model, splits["train"], args.clips, size, rng, args.zoom)

@@ -20,6 +20,7 @@ import click
 import numpy as np
 
 ALPHA = 0.5  # weight of the video-text loss in training
+ARCH = "small"  # the default architecture: CLIP's ResNet design at 64 px, with the shipped prior (docs/default-model.md)
 STEPS = 300  # training steps (4 episodes each) on cached frame features; appearance family, 900 steps: training
 #            episode accuracy 0.97 at step 100, val 99.0 % at 900 (docs/default-model.md)
 
@@ -29,7 +30,7 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
-def _fresh_image_tower(weights: str, path: Path, seed: int) -> str:
+def _fresh_image_tower(weights: str, path: Path, seed: int, arch: str = ARCH) -> str:
     """Write ``weights`` with the image tower (``visual.*``) replaced by a seeded random init to ``path`` (the
     previous demo's recipe; benchmarks/text_token_ablation.py compares it)."""
     import torch
@@ -37,16 +38,16 @@ def _fresh_image_tower(weights: str, path: Path, seed: int) -> str:
 
     from clipfsar.train.backbone import create_clip
     torch.manual_seed(seed)
-    fresh = create_clip("tiny", None).state_dict()
+    fresh = create_clip(arch, None).state_dict()
     state = {k: (fresh[k] if k.startswith("visual.") else v).contiguous()
-             for k, v in create_clip("tiny", weights).state_dict().items()}
+             for k, v in create_clip(arch, weights).state_dict().items()}
     save_file(state, str(path))
     return str(path)
 
 
 def train_config(data: Path, run: Path, init, seed: int, steps: int, alpha: float = ALPHA, frozen: bool = False,
-                 **model):
-    """The demo's training run: tiny model from ``init``, 4 episodes of 5-way 1-shot per step, lr 1e-3 cosine;
+                 arch: str = ARCH, **model):
+    """The demo's training run: the ``arch`` model from ``init``, 4 episodes of 5-way 1-shot per step, lr 1e-3 cosine;
     ``frozen``: the image tower fixed and its frame features cached (2 samplings per clip), only the heads train
     (what the demo does with the frame-level prior); ``model`` overrides ModelConfig fields
     (``text_in_prototype=False``: the paper's ablation).
@@ -56,7 +57,7 @@ def train_config(data: Path, run: Path, init, seed: int, steps: int, alpha: floa
     """
     from clipfsar.train.config import TrainConfig
     extra = {"freeze_backbone": True, "cache_samplings": 2} if frozen else {}
-    return TrainConfig(data=str(data), out=str(run), arch="tiny", weights=init, steps=steps, seed=seed, lr=1e-3,
+    return TrainConfig(data=str(data), out=str(run), arch=arch, weights=init, steps=steps, seed=seed, lr=1e-3,
                        warmup_steps=10, warmup_lr=1e-5, schedule="cosine", alpha=alpha, query=3, episodes_per_step=4,
                        val_every=max(1, steps // 4), val_episodes=300, model=model, **extra)
 
@@ -72,7 +73,7 @@ def write_threshold_split(data: Path, splits: Dict[str, List[str]], leave_out: L
 
 
 def run_family(out: Path, family: str, weights, steps: int, episodes: int, seed: int,
-               open_set_episodes: int) -> Dict:
+               open_set_episodes: int, arch: str = ARCH) -> Dict:
     """The whole chain for one synthetic family in ``out`` (module docstring); returns its summary."""
     from clipfsar.demo_enroll import enrol_and_stream
     from clipfsar.demo_openset import open_set_tables
@@ -99,7 +100,7 @@ def run_family(out: Path, family: str, weights, steps: int, episodes: int, seed:
     for label, w in (("random init", None), (f"weights '{weights}'", weights)):
         if w is None and label != "random init":
             continue
-        acc = zero_shot_accuracy(data, "tiny", w, "test", 5, episodes, seed)
+        acc = zero_shot_accuracy(data, arch, w, "test", 5, episodes, seed)
         summary["zero_shot_before_training"][label] = acc
         click.echo(f"  {label:<22} {acc['accuracy']:5.1f} +- {acc['ci95']:.1f} %  (chance 20 %)")
 
@@ -107,7 +108,7 @@ def run_family(out: Path, family: str, weights, steps: int, episodes: int, seed:
     t = _step(f"[{family}] 3/8 training from {weights or 'random init'} ({steps} steps of 4 episodes, 5-way 1-shot): "
               + ("the prior's image tower frozen, its frame features cached; the temporal head trains"
                  if frozen else "every tower but the text tower is trained"))
-    Trainer(train_config(data, run, weights, seed, steps, frozen=frozen)).run()
+    Trainer(train_config(data, run, weights, seed, steps, frozen=frozen, arch=arch)).run()
     summary["train_seconds"] = round(time.perf_counter() - t, 1)
     summary["frozen_backbone"] = frozen
     click.echo(f"run folder {run} ({time.perf_counter() - t:.0f} s)")
@@ -202,13 +203,15 @@ def _stream(out: Path, bundle: Path, names: List[str], seed: int, render, write_
 @click.option("--steps", default=STEPS, show_default=True, help="Training steps (4 episodes each).")
 @click.option("--episodes", default=2000, show_default=True, help="Test episodes for each evaluation.")
 @click.option("--open-set-episodes", default=100, show_default=True, help="Episodes of each open-set measurement.")
+@click.option("--arch", default=ARCH, show_default=True,
+              help="Architecture: small (the default prior's), tiny (the earlier ViT prior), or any open_clip name.")
 @click.option("--weights", default="synth", show_default=True,
-              help="Initial tiny weights: the shipped frame-level prior 'synth', a weights file, or 'none' (random "
+              help="Initial weights of ARCH: the shipped frame-level prior 'synth', a weights file, or 'none' (random "
                    "init, every tower trained).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--fresh", is_flag=True, help="Delete OUT first.")
-def demo(out: Path, families: str, steps: int, episodes: int, open_set_episodes: int, weights: str, seed: int,
-         fresh: bool) -> None:
+def demo(out: Path, families: str, steps: int, episodes: int, open_set_episodes: int, arch: str, weights: str,
+         seed: int, fresh: bool) -> None:
     """Run the whole chain on synthetic data (the README's main job)."""
     from clipfsar.runtime.base.jsonconfig import write_json_atomic
     from clipfsar.train.synth import FAMILIES
@@ -226,11 +229,12 @@ def demo(out: Path, families: str, steps: int, episodes: int, open_set_episodes:
         click.echo(f"{out} holds a finished demo; pass --fresh to run it again")
         return
     out.mkdir(parents=True)
-    summary: Dict = {"seed": seed, "steps": steps, "episodes": episodes, "weights": weights or "random init",
+    summary: Dict = {"seed": seed, "steps": steps, "episodes": episodes, "arch": arch,
+                     "weights": weights or "random init",
                      "families": {}}
     for family in chosen:
         summary["families"][family] = run_family(out / family, family, weights, steps, episodes, seed,
-                                                 open_set_episodes)
+                                                 open_set_episodes, arch)
         write_json_atomic(out / "summary.json", summary)  # a family's numbers are kept as soon as it is done
     summary["minutes"] = round((time.perf_counter() - start) / 60, 2)
     click.secho("\n== summary", bold=True)

@@ -61,7 +61,7 @@ class AblationConfig:
 
     Attributes:
         data: family name -> data set folder (``clipfsar synth OUT --family NAME``).
-        weights: the prior of the tiny model (``synth``, a weights file); its image tower stays frozen.
+        weights: the prior of ``arch`` (``synth``, a weights file); its image tower stays frozen.
         seeds: training seeds (>= 3 for a CI worth reading).
         shots: evaluated shot counts; ``per_shot_training`` trains a model per shot (the paper), else every shot
             is evaluated on the 1-shot models.
@@ -71,7 +71,7 @@ class AblationConfig:
     data: Dict[str, str]
     out: str
     weights: Optional[str] = "synth"
-    arch: str = "tiny"
+    arch: str = "small"
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
     shots: List[int] = field(default_factory=lambda: [1, 5])
     per_shot_training: bool = False

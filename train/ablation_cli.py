@@ -40,8 +40,10 @@ def _family_of(folder: Path) -> str:
 @click.option("--data", "data_dirs", multiple=True, type=click.Path(path_type=Path),
               help="An existing data set folder (class folders + splits/); its family is read from synth.json, "
                    "else its folder name. Repeatable.")
+@click.option("--arch", default="small", show_default=True,
+              help="Architecture of the prior: small (the default prior's), tiny, or any open_clip name.")
 @click.option("--weights", default="synth", show_default=True,
-              help="The prior (tiny model): a tag or a weights file. Its image tower stays frozen.")
+              help="The prior of ARCH: a tag or a weights file. Its image tower stays frozen.")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Training seeds, comma-separated (>= 3).")
 @click.option("--shots", default="1,5", show_default=True, help="Evaluated shots, comma-separated.")
 @click.option("--per-shot-training", is_flag=True, help="Train a model per shot count (the paper); default: every "
@@ -57,7 +59,7 @@ def _family_of(folder: Path) -> str:
 @click.option("--threads", default=1, show_default=True,
               help="torch intra-op threads (1: the heads' tensors are small; threads cost more than they give).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
-def ablation(out: Path, families, data_dirs, weights: str, seeds: str, shots: str, per_shot_training: bool,
+def ablation(out: Path, families, data_dirs, arch: str, weights: str, seeds: str, shots: str, per_shot_training: bool,
              steps: int, lr: float, alpha: float, cache_samplings: int, episodes: int, clips: int, data_seed: int,
              threads: int, as_json: bool) -> None:
     """The paper's ablation: few-shot without the text token, CLIP-FSAR, fusion (beta 0.9) and zero-shot, at each
@@ -72,7 +74,8 @@ def ablation(out: Path, families, data_dirs, weights: str, seeds: str, shots: st
     if threads < 1:
         raise click.BadParameter("must be >= 1", param_hint="--threads")
     try:  # every option checked before any data set is made
-        cfg = AblationConfig(data={"": ""}, out=str(out), weights=None if weights == "none" else weights,
+        cfg = AblationConfig(data={"": ""}, out=str(out), arch=arch,
+                             weights=None if weights == "none" else weights,
                              seeds=_ints(seeds, "--seeds"), shots=_ints(shots, "--shots"),
                              per_shot_training=per_shot_training, steps=steps, lr=lr, alpha=alpha, episodes=episodes,
                              cache_samplings=cache_samplings)

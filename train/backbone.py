@@ -12,17 +12,22 @@ import torch
 
 from clipfsar.runtime.base.errors import ClipFsarError, ConfigError
 
-TINY_ARCH = "clipfsar-tiny"
-ARCH_ALIASES = {"tiny": TINY_ARCH}
+TINY_ARCH = "clipfsar-tiny"  # ViT, 64 px, patch 16, 2 layers, width 64: the fast test model, prior synth-v2
+SMALL_ARCH = "clipfsar-small"  # CLIP's ModifiedResNet at 64 px (stages 1-1-1-1, width 16): the default, synth-v3
+ARCH_ALIASES = {"tiny": TINY_ARCH, "small": SMALL_ARCH}
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 _PRETRAINED = Path(__file__).parent / "pretrained"
-# The shipped prior's version: its file says ``clipfsar_prior = synth-v<N>`` in its safetensors metadata.
-PRIOR_VERSION = 2
-PRIOR_FILE = _PRETRAINED / f"clipfsar-tiny-synth-v{PRIOR_VERSION}.safetensors"
-# Weights shipped with the package, by (open_clip model name, tag). ``synth`` (= ``synth-v2``): the tiny model
-# contrastively pretrained on (frame, caption) and (clip, caption) pairs of both synthetic families' train splits
-# (docs/default-model.md; remade by benchmarks/pretrain_synth.py).
-BUILTIN_WEIGHTS = {(TINY_ARCH, "synth"): PRIOR_FILE, (TINY_ARCH, f"synth-v{PRIOR_VERSION}"): PRIOR_FILE}
+# The shipped priors' versions, by architecture: a file says ``clipfsar_prior = synth-v<N>`` in its safetensors
+# metadata (docs/default-model.md).
+PRIOR_VERSIONS = {TINY_ARCH: 2, SMALL_ARCH: 3}
+PRIOR_FILES = {a: _PRETRAINED / f"{a}-synth-v{v}.safetensors" for a, v in PRIOR_VERSIONS.items()}
+PRIOR_VERSION = PRIOR_VERSIONS[SMALL_ARCH]  # the default architecture's prior
+PRIOR_FILE = PRIOR_FILES[SMALL_ARCH]
+# Weights shipped with the package, by (open_clip model name, tag). ``synth``: the model contrastively pretrained
+# on (frame, caption) and (clip, caption) pairs of both synthetic families' train splits (remade by
+# benchmarks/pretrain_synth.py).
+BUILTIN_WEIGHTS = {**{(a, "synth"): f for a, f in PRIOR_FILES.items()},
+                   **{(a, f"synth-v{PRIOR_VERSIONS[a]}"): f for a, f in PRIOR_FILES.items()}}
 # Tags and files of priors no longer shipped: refused with what replaced them. A checkpoint trained from one still
 # loads (its weights are in the checkpoint; the tag in its config is only a record).
 RETIRED_TAGS = {(TINY_ARCH, "synth-v1"): "the v1 synth prior (pretrained on mean-pooled clips, whose features keep "
@@ -31,6 +36,7 @@ RETIRED_FILES = {  # sha256 -> what it was
     "3b31c69f45568c1bf82bbedcaccd32f28dbec12683e5af171f5247006cbb7105": "the v1 synth prior (clip-level, 2026-12-04)",
 }
 _registered = False
+_ALIAS_OF = {v: k for k, v in ARCH_ALIASES.items()}
 
 
 class WeightsUnavailableError(ClipFsarError):
@@ -58,7 +64,7 @@ def resolve_arch(arch: str) -> str:
 
 def list_archs() -> list:
     _register_configs()
-    return ["tiny"] + [m for m in open_clip.list_models() if m != TINY_ARCH]
+    return list(ARCH_ALIASES) + [m for m in open_clip.list_models() if m not in ARCH_ALIASES.values()]
 
 
 def weights_metadata(file: Path) -> Dict[str, str]:
@@ -80,7 +86,7 @@ def weights_metadata(file: Path) -> Dict[str, str]:
 def check_weights_file(file: Path, name: str) -> None:
     """Refuse, naming ``file``, weights made for another architecture than open_clip model ``name`` (the ``arch``
     metadata ``clipfsar pretrain`` writes) or an older version of the shipped prior (``clipfsar_prior`` metadata
-    below ``synth-v{PRIOR_VERSION}``, or a retired shipped file recognised by its sha256).
+    below ``name``'s version in ``PRIOR_VERSIONS``, or a retired shipped file recognised by its sha256).
 
     Raises:
         WeightsUnavailableError: as above.
@@ -89,11 +95,11 @@ def check_weights_file(file: Path, name: str) -> None:
     made_for = meta.get("arch")
     if made_for and made_for != name:
         raise WeightsUnavailableError(f"weights file {file} was made for architecture '{made_for}', not '{name}'; "
-                                      f"pass --arch {'tiny' if made_for == TINY_ARCH else made_for} or other weights")
-    prior = meta.get("clipfsar_prior", "")
-    if prior.startswith("synth-v") and prior[7:].isdigit() and int(prior[7:]) < PRIOR_VERSION:
+                                      f"pass --arch {_ALIAS_OF.get(made_for, made_for)} or other weights")
+    prior, current = meta.get("clipfsar_prior", ""), PRIOR_VERSIONS.get(name, PRIOR_VERSION)
+    if prior.startswith("synth-v") and prior[7:].isdigit() and int(prior[7:]) < current:
         raise WeightsUnavailableError(f"weights file {file} is an older version of the shipped prior ({prior}); this "
-                                      f"version of clip-fsar uses synth-v{PRIOR_VERSION}: pass --weights synth")
+                                      f"version of clip-fsar uses synth-v{current}: pass --weights synth")
     if os.path.getsize(file) < 64 * 2 ** 20:  # the shipped priors are small; big files are never hashed
         digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
         if digest in RETIRED_FILES:

@@ -14,6 +14,13 @@ symmetric InfoNCE loss over a batch of pairs (``open_clip.loss.ClipLoss``) with 
 
 With both kinds in the file, each batch holds ``clip_fraction`` clip pairs and the rest frame pairs.
 
+**Hard negatives** (``hard_fraction`` > 0). In a batch drawn at random, most negatives differ from a frame in
+something easy to see (the scene, the background), and the loss can be met without the harder things (the object's
+shape). So part of each batch's frame pairs is drawn from two *neighbourhoods* of the current image embedding: every
+``mine_every`` steps, one frame of each clip is embedded, the clips are grouped by k-means (``mine_clusters``
+groups, ``kmeans``), and those frame pairs come from the clips of two groups, half from each. Their negatives look
+alike, so only what differs (the shape within a scene) separates them. Measured in docs/default-model.md.
+
 The result is an ordinary open_clip state dict in safetensors: ``RUN/weights.safetensors``, loadable with
 ``open_clip.create_model(arch, pretrained=FILE)`` (for ``tiny``, whose config ships here:
 ``open_clip.create_model(resolve_arch("tiny"), pretrained=FILE)``, which registers it) and
@@ -58,6 +65,8 @@ class PretrainConfig:
         lr, warmup_steps, weight_decay: AdamW with linear warm-up then cosine decay (no decay on gains, biases,
             embeddings and the logit scale, as open_clip's training).
         cache_mb: decoded, cropped uint8 frames kept in memory (clips beyond it are decoded at every use).
+        hard_fraction: share of each batch's frame pairs drawn from two neighbourhoods of the image embedding (the
+            module docstring); mine_every: steps between re-groupings; mine_clusters: k-means groups.
     """
     data: str = ""
     out: str = ""
@@ -75,9 +84,12 @@ class PretrainConfig:
     workers: int = 2
     cache_mb: int = 4096
     clip_fraction: float = 0.25
+    hard_fraction: float = 0.0
+    mine_every: int = 100
+    mine_clusters: int = 10
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch", "frames", "workers"):
+        for key in ("steps", "batch", "frames", "workers", "mine_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1; got {getattr(self, key)}")
         if self.batch < 2:
@@ -86,8 +98,12 @@ class PretrainConfig:
             raise ConfigError(f"lr must be a finite number > 0; got {self.lr}")
         if not 0 <= self.weight_decay < math.inf:
             raise ConfigError(f"weight_decay must be a finite number >= 0; got {self.weight_decay}")
-        if not 0 <= self.clip_fraction <= 1:
-            raise ConfigError(f"clip_fraction must be in [0, 1]; got {self.clip_fraction}")
+        for key in ("clip_fraction", "hard_fraction"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"{key} must be in [0, 1]; got {getattr(self, key)}")
+        if self.mine_clusters < 2:
+            raise ConfigError(f"mine_clusters must be >= 2 (a hard batch draws from two groups); got "
+                              f"{self.mine_clusters}")
         for key in ("warmup_steps", "cache_mb"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0; got {getattr(self, key)}")
@@ -163,6 +179,61 @@ class FrameStore:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 20) -> np.ndarray:
+    """Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii, 2007) on (N, D) ``x``: (N,) group ids.
+
+    ``k`` is capped at N; a group left empty keeps its centre (its id is then unused)."""
+    k = min(k, len(x))
+    centres = [x[int(rng.integers(len(x)))]]
+    for _ in range(k - 1):
+        d2 = np.min([((x - c) ** 2).sum(1) for c in centres], axis=0)
+        centres.append(x[int(rng.choice(len(x), p=d2 / d2.sum()))] if d2.sum() > 0 else x[int(rng.integers(len(x)))])
+    c = np.stack(centres)
+    for _ in range(iters):
+        ids = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+        for j in range(k):
+            if (ids == j).any():
+                c[j] = x[ids == j].mean(0)
+    return ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+
+
+class HardNegativeSampler:
+    """Frame items drawn from two neighbourhoods of the current image embedding (module docstring).
+
+    ``regroup`` embeds the middle frame of each clip that has frame rows and groups the clips by ``kmeans``;
+    ``draw(n)`` returns ``n`` frame items, half from the clips of each of two random groups with frame rows.
+    """
+
+    def __init__(self, frame_items: Sequence[int], items, where: Dict, store: "FrameStore", clusters: int):
+        self.store, self.clusters = store, clusters
+        self.by_clip: Dict[int, list] = {}
+        for k in frame_items:
+            self.by_clip.setdefault(where[items[k][0]], []).append(k)
+        self.clips = sorted(self.by_clip)
+        self.groups: list = []
+
+    @torch.no_grad()
+    def regroup(self, clip, device: str, rng: np.random.Generator) -> None:
+        was_training = clip.training
+        clip.eval()
+        middle = [len(self.store._get(c)) // 2 for c in self.clips]
+        feats = torch.cat([clip.encode_image(self.store.frames_at(self.clips[i:i + 256], middle[i:i + 256])
+                                             .to(device)).float().cpu() for i in range(0, len(self.clips), 256)])
+        clip.train(was_training)
+        ids = kmeans(torch.nn.functional.normalize(feats, dim=-1).numpy(), self.clusters, rng)
+        self.groups = [[k for c, g in zip(self.clips, ids) if g == j for k in self.by_clip[c]]
+                       for j in sorted(set(ids.tolist()))]
+
+    def draw(self, n: int, rng: np.random.Generator) -> list:
+        if len(self.groups) < 2:  # every clip in one group: nothing harder than random to draw from
+            pool = [k for g in self.groups for k in g]
+            return [pool[i] for i in rng.choice(len(pool), n, replace=len(pool) < n)]
+        a, b = rng.choice(len(self.groups), 2, replace=False)
+        half = [n - n // 2, n // 2]
+        return [g[i] for g, m in zip((self.groups[a], self.groups[b]), half)
+                for i in rng.choice(len(g), m, replace=len(g) < m)]
 
 
 def encode_video(clip, frames: torch.Tensor) -> torch.Tensor:
@@ -267,10 +338,13 @@ class Pretrainer:
             n_clip = (min(len(clip_items), round(batch * cfg.clip_fraction)) if frame_items else batch)
             n_frame = min(len(frame_items), batch - n_clip)
             batch = n_clip + n_frame
+            n_hard = round(n_frame * cfg.hard_fraction)
+            hard = HardNegativeSampler(frame_items, items, where, store, cfg.mine_clusters) if n_hard else None
             out = Path(cfg.out)
             out.mkdir(parents=True, exist_ok=True)
             (out / "pretrain.json").write_text(json.dumps(
                 {**asdict(cfg), "batch_used": batch, "clip_pairs_per_step": n_clip, "frame_pairs_per_step": n_frame,
+                 "hard_frame_pairs_per_step": n_hard,
                  "clips": len(paths), "clip_rows_items": len(clip_items), "frame_items": len(frame_items)},
                 indent=2) + "\n")
             clip.to(self.device).train()
@@ -286,9 +360,12 @@ class Pretrainer:
                     t = time.perf_counter()
                     for g in optim.param_groups:
                         g["lr"] = cfg.lr_at(step)
+                    if hard is not None and step % cfg.mine_every == 0:
+                        hard.regroup(clip, self.device, rng)
                     ci = [clip_items[i] for i in rng.choice(len(clip_items), n_clip, replace=False)] if n_clip else []
-                    fi = [frame_items[i] for i in rng.choice(len(frame_items), n_frame, replace=False)] \
-                        if n_frame else []
+                    fi = [frame_items[i] for i in rng.choice(len(frame_items), n_frame - n_hard, replace=False)] \
+                        if n_frame > n_hard else []
+                    fi += hard.draw(n_hard, rng) if hard is not None else []
                     texts = [caps[k][int(rng.integers(len(caps[k])))] for k in ci + fi]
                     frames = store.batch([where[items[k][0]] for k in ci], cfg.frames, rng).to(self.device) \
                         if ci else None

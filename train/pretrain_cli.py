@@ -22,6 +22,12 @@ import click
 @click.option("--frames", default=8, show_default=True, type=int, help="T frames per clip row, mean-pooled.")
 @click.option("--clip-fraction", default=0.25, show_default=True, type=float,
               help="Share of each batch drawn from clip rows when the captions file has frame rows too.")
+@click.option("--hard-fraction", default=0.0, show_default=True, type=float,
+              help="Share of each batch's frame pairs drawn from two neighbourhoods of the current image embedding "
+                   "(hard negatives: frames that look alike, told apart only by what differs).")
+@click.option("--mine-every", default=100, show_default=True, type=int,
+              help="Steps between re-groupings of the clips (k-means of one frame's embedding each).")
+@click.option("--mine-clusters", default=10, show_default=True, type=int, help="k-means groups for hard negatives.")
 @click.option("--lr", default=2e-3, show_default=True, type=float)
 @click.option("--warmup-steps", default=50, show_default=True, type=int)
 @click.option("--weight-decay", default=0.1, show_default=True, type=float)

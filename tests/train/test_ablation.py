@@ -60,8 +60,8 @@ def test_ablation_command_tiny(synth_data, prior, tmp_path):
     """Two seeds, two shots, a few steps: every family x method x shot cell is the t-interval of the per-seed
     numbers; a second invocation reuses the finished runs and gives the same table."""
     out = tmp_path / "abl"
-    args = CLI + ["ablation", "--out", str(out), "--data", str(synth_data), "--weights", str(prior), "--seeds",
-                  "0,1", "--shots", "1,2", "--steps", "2", "--episodes", "20", "--cache-samplings", "1"]
+    args = CLI + ["ablation", "--out", str(out), "--data", str(synth_data), "--arch", "tiny", "--weights", str(prior),
+                  "--seeds", "0,1", "--shots", "1,2", "--steps", "2", "--episodes", "20", "--cache-samplings", "1"]
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "ablation.json").read_text())

@@ -258,3 +258,54 @@ def test_documented_open_clip_loading_works_in_a_fresh_interpreter():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0 and r.stdout.startswith("loaded"), r.stderr[-2000:]
+
+
+def test_kmeans_finds_separated_groups():
+    from clipfsar.train.pretrain import kmeans
+    rng = np.random.default_rng(0)
+    centres = np.eye(4, 8) * 5
+    x = np.concatenate([c + rng.normal(0, 0.1, (30, 8)) for c in centres])
+    ids = kmeans(x, 4, rng)
+    truth = np.repeat(np.arange(4), 30)
+    assert all(len(set(ids[truth == g])) == 1 for g in range(4)) and len(set(ids)) == 4
+    assert len(set(kmeans(x[:3], 10, rng))) <= 3  # k capped at the number of points
+
+
+def test_hard_negative_batches_come_from_two_embedding_neighbourhoods(tmp_path, synth_data):
+    """With hard_fraction 1 every frame pair of a step comes from the clips of two k-means groups of the image
+    embedding; the run trains and writes its weights, and pretrain.json records the split of the batch."""
+    import json
+
+    from clipfsar.train.pretrain import HardNegativeSampler
+    cfg = PretrainConfig(data=str(synth_data), out=str(tmp_path / "run"), steps=3, batch=16, clip_fraction=0.25,
+                         hard_fraction=1.0, mine_every=2, mine_clusters=3, warmup_steps=0, seed=0)
+    trainer = Pretrainer(cfg)
+    trainer.run()
+    info = json.loads((tmp_path / "run" / "pretrain.json").read_text())
+    assert info["hard_frame_pairs_per_step"] == info["frame_pairs_per_step"] == 12
+    clip, tokenizer, prep, items, caps, _ = Pretrainer(PretrainConfig(data=str(synth_data),
+                                                                      out=str(tmp_path / "r2")))._prepare()
+    paths = list(dict.fromkeys(p for p, _ in items))
+    where = {p: i for i, p in enumerate(paths)}
+    store = FrameStore(paths, prep, 256, 1)
+    try:
+        sampler = HardNegativeSampler([k for k, (_, f) in enumerate(items) if f is not None], items, where, store, 3)
+        rng = np.random.default_rng(0)
+        sampler.regroup(clip, "cpu", rng)
+        assert 2 <= len(sampler.groups) <= 3 and sum(map(len, sampler.groups)) == sum(f is not None for _, f in items)
+        group_of = {k: j for j, g in enumerate(sampler.groups) for k in g}
+        drawn = sampler.draw(10, rng)
+        assert len(drawn) == 10 and len({group_of[k] for k in drawn}) == 2
+        assert all(items[k][1] is not None for k in drawn)  # frame rows only
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--hard-fraction", "1.5", "hard_fraction must be in [0, 1]"), ("--mine-clusters", "1", "mine_clusters must be"),
+    ("--mine-every", "0", "mine_every must be >= 1")])
+def test_cli_bad_hard_negative_options_exit_2(tmp_path, synth_data, option, value, message):
+    r = subprocess.run(CLI + ["pretrain", "--data", str(synth_data), "--out", str(tmp_path / "run"), "--steps", "1",
+                              option, value], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()

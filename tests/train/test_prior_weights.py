@@ -6,7 +6,8 @@ import sys
 import pytest
 from safetensors import safe_open
 
-from clipfsar.train.backbone import PRIOR_FILE, PRIOR_VERSION, WeightsUnavailableError, create_clip, resolve_arch
+from clipfsar.train.backbone import (PRIOR_FILES, PRIOR_VERSIONS, SMALL_ARCH, TINY_ARCH, WeightsUnavailableError,
+                                     create_clip, resolve_arch)
 from clipfsar.train.pretrain import save_weights, ship_prior
 
 
@@ -20,14 +21,24 @@ def run_cli(args, monkeypatch, capsys):
     return done.value.code, capsys.readouterr().err
 
 
-def test_the_synth_tag_loads_the_versioned_frame_level_prior():
-    with safe_open(str(PRIOR_FILE), "pt") as f:
+@pytest.mark.parametrize("arch", ["small", "tiny"])
+def test_the_synth_tag_loads_the_versioned_frame_level_prior(arch):
+    name = resolve_arch(arch)
+    file, version = PRIOR_FILES[name], PRIOR_VERSIONS[name]
+    with safe_open(str(file), "pt") as f:
         meta = f.metadata()
-    assert meta["clipfsar_prior"] == f"synth-v{PRIOR_VERSION}" and meta["arch"] == resolve_arch("tiny")
-    a, b = create_clip("tiny", "synth"), create_clip("tiny", f"synth-v{PRIOR_VERSION}")
-    with safe_open(str(PRIOR_FILE), "pt") as f:  # the real tensors of the file, not a random init
-        proj = f.get_tensor("visual.proj")
-    assert (a.visual.proj.detach() == proj).all() and (b.visual.proj.detach() == proj).all()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # the real tensors of the file, not a random init
+    assert meta["clipfsar_prior"] == f"synth-v{version}" and meta["arch"] == name
+    for model in (create_clip(arch, "synth"), create_clip(arch, f"synth-v{version}")):
+        state = model.state_dict()
+        assert all((state[k] == v).all() for k, v in tensors.items() if k.startswith("visual."))
+
+
+def test_the_default_prior_is_the_small_models_newest():
+    assert PRIOR_VERSIONS[SMALL_ARCH] > PRIOR_VERSIONS[TINY_ARCH]
+    with pytest.raises(WeightsUnavailableError, match="was made for architecture 'clipfsar-tiny', not "
+                                                      "'clipfsar-small'; pass --arch tiny"):
+        create_clip("small", str(PRIOR_FILES[TINY_ARCH]))
 
 
 def test_the_retired_v1_tag_is_refused_with_what_replaced_it():
@@ -42,7 +53,7 @@ def bad_files(tmp_path_factory):
     clip = create_clip("tiny", None)
     other_arch = save_weights(clip, root / "rn50.safetensors", arch="RN50")
     plain = save_weights(clip, root / "plain.safetensors", arch=resolve_arch("tiny"))
-    old = ship_prior(plain, root / "prior-v1.safetensors", version=PRIOR_VERSION - 1)
+    old = ship_prior(plain, root / "prior-v1.safetensors", version=PRIOR_VERSIONS[TINY_ARCH] - 1)
     torn = root / "torn.safetensors"
     torn.write_bytes(plain.read_bytes()[:1000])
     return {"arch": other_arch, "old": old, "torn": torn}
@@ -50,7 +61,7 @@ def bad_files(tmp_path_factory):
 
 @pytest.mark.parametrize("kind,message", [
     ("arch", "was made for architecture 'RN50', not 'clipfsar-tiny'"),
-    ("old", f"is an older version of the shipped prior (synth-v{PRIOR_VERSION - 1})"),
+    ("old", f"is an older version of the shipped prior (synth-v{PRIOR_VERSIONS[TINY_ARCH] - 1})"),
     ("torn", "is not a readable safetensors file"),
 ])
 def test_a_weights_file_for_another_architecture_or_an_older_prior_is_refused_by_name(bad_files, kind, message):
