@@ -20,7 +20,7 @@ import click
 import numpy as np
 
 ALPHA = 0.5  # weight of the video-text loss in training
-ARCH = "small"  # the default architecture: CLIP's ResNet design at 64 px, with the shipped prior (docs/default-model.md)
+ARCH = "small"  # the default: CLIP's ResNet design at 64 px, with the shipped prior (docs/default-model.md)
 STEPS = 300  # training steps (4 episodes each) on cached frame features; appearance family, 900 steps: training
 #            episode accuracy 0.97 at step 100, val 99.0 % at 900 (docs/default-model.md)
 

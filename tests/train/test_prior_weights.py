@@ -6,8 +6,15 @@ import sys
 import pytest
 from safetensors import safe_open
 
-from clipfsar.train.backbone import (PRIOR_FILES, PRIOR_VERSIONS, SMALL_ARCH, TINY_ARCH, WeightsUnavailableError,
-                                     create_clip, resolve_arch)
+from clipfsar.train.backbone import (
+    PRIOR_FILES,
+    PRIOR_VERSIONS,
+    SMALL_ARCH,
+    TINY_ARCH,
+    WeightsUnavailableError,
+    create_clip,
+    resolve_arch,
+)
 from clipfsar.train.pretrain import save_weights, ship_prior
 
 
