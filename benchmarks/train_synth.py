@@ -1,13 +1,13 @@
 """Benchmark: training episodes/s, fine-tuning the image tower vs the frozen tower on cached features.
 
-Both runs are the same ``TrainConfig`` (the demo's recipe: tiny model from the shipped ``synth`` prior, 5-way
-1-shot, 3 queries per class, 4 episodes per optimizer step, lr 1e-3 cosine, alpha 0.5) except
+Both runs are the same ``TrainConfig`` (the demo's recipe: the ``--arch`` model, default small, from the shipped
+``synth`` prior, 5-way 1-shot, 3 queries per class, 4 episodes per optimizer step, lr 1e-3 cosine, alpha 0.5) except
 ``freeze_backbone``. Both trainers are built in this one process (the frozen one builds its feature cache first,
 timed apart), then measured in alternating rounds — ``--steps`` optimizer steps of fine-tuning, then of the frozen
 tower — so both see the same machine load. Per round: episodes/s = steps x episodes per step / wall seconds;
 reported: the median over rounds of each, the ratio of the medians and the median of the per-round ratios.
 
-    .venv/bin/python benchmarks/train_synth.py [--data DIR] [--weights synth] [--rounds 5] [--steps 8]
+    .venv/bin/python benchmarks/train_synth.py [--data DIR] [--arch small] [--weights synth] [--rounds 5] [--steps 8]
         [--out bench_out/train_speed]
 
 Writes OUT/train_speed.json and prints a markdown table. The accuracy side (the paper's ablation) is
@@ -27,13 +27,13 @@ import time
 from pathlib import Path
 
 
-def build(data: Path, out: Path, weights: str, frozen: bool, threads: int, amp: str = "off"):
+def build(data: Path, out: Path, weights: str, frozen: bool, threads: int, amp: str = "off", arch: str = "small"):
     import torch
 
     from clipfsar.train.config import TrainConfig
     from clipfsar.train.loop import Trainer
     torch.set_num_threads(threads)
-    cfg = TrainConfig(data=str(data), out=str(out), arch="tiny", weights=None if weights == "none" else weights,
+    cfg = TrainConfig(data=str(data), out=str(out), arch=arch, weights=None if weights == "none" else weights,
                       steps=10 ** 6, seed=0, lr=1e-3,
                       warmup_steps=10, warmup_lr=1e-5, schedule="cosine", alpha=0.5, query=3, episodes_per_step=4,
                       val_every=10 ** 6, freeze_backbone=frozen, cache_samplings=4, amp=amp,
@@ -58,7 +58,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("bench_out/train_speed"))
     ap.add_argument("--data", type=Path, help="Dataset (default: OUT/data from `clipfsar synth --clips 20`).")
-    ap.add_argument("--weights", default="synth", help="Prior of the tiny model: a tag, a weights file or 'none' "
+    ap.add_argument("--arch", default="small", help="small (the default prior's), tiny, or an open_clip name.")
+    ap.add_argument("--weights", default="synth", help="Prior of ARCH: a tag, a weights file or 'none' "
                     "(random init; the speed is the same).")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=8, help="Optimizer steps per round and mode.")
@@ -73,11 +74,13 @@ def main() -> None:
     for name in ("finetune", "frozen", "frozen_bf16", "cache"):
         shutil.rmtree(a.out / name, ignore_errors=True)
     trainers, builds = {}, {}
-    trainers["finetune"], builds["finetune"] = build(data, a.out / "finetune", a.weights, False, a.threads)
-    trainers["frozen"], builds["frozen"] = build(data, a.out / "frozen", a.weights, True, a.threads)
+    trainers["finetune"], builds["finetune"] = build(data, a.out / "finetune", a.weights, False, a.threads,
+                                                         arch=a.arch)
+    trainers["frozen"], builds["frozen"] = build(data, a.out / "frozen", a.weights, True, a.threads,
+                                                     arch=a.arch)
     if a.bf16:  # reuses the frozen run's feature cache (same tower, same seed)
         trainers["frozen_bf16"], builds["frozen_bf16"] = build(data, a.out / "frozen_bf16", a.weights, True,
-                                                               a.threads, "bf16")
+                                                               a.threads, "bf16", a.arch)
     for name, trainer in trainers.items():  # warm-up (first calls allocate)
         steps_per_s(trainer, 2 if name == "finetune" else 4)
     rounds = []
@@ -91,7 +94,7 @@ def main() -> None:
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "machine": f"{platform.machine()} cpus={os.cpu_count()} load1={os.getloadavg()[0]:.1f}",
            "command": " ".join([Path(sys.executable).name, *sys.argv]), "threads": a.threads,
-           "data": str(data), "weights": a.weights, "rounds": rounds,
+           "data": str(data), "arch": a.arch, "weights": a.weights, "rounds": rounds,
            "median_episodes_per_s": med, "speedup": {k: med[k] / med["finetune"] for k in med if k != "finetune"},
            "median_round_speedup": {k: statistics.median(x[k] / x["finetune"] for x in rounds)
                                     for k in med if k != "finetune"},
