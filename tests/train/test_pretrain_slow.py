@@ -1,5 +1,5 @@
 """The shipped frame-level prior can be remade: the exact command in benchmarks/pretrain_synth.py still gives weights
-whose text prior names the unseen test classes of both families (about 15 min on 2 CPU cores: two stages, 300 + 1,400 steps)."""
+whose text prior names the unseen test classes of both families (about 15 min on 2 CPU cores: 300 + 1,400 steps)."""
 import importlib.util
 from pathlib import Path
 
