@@ -101,11 +101,11 @@ def main() -> None:
     import torch
 
     from clipfsar.train.backbone import create_clip
+    from clipfsar.train.factory import preprocess_config_of
     from clipfsar.train.synth import split_classes
     torch.manual_seed(0)
     model = create_clip(args.arch, None if args.weights == "none" else args.weights).eval()
-    size = model.visual.image_size
-    size = int(size if isinstance(size, int) else size[0])  # a ViT stores (h, w), a ModifiedResNet an int
+    size = preprocess_config_of(model).image_size
     splits = split_classes(0, args.family)
     rng = np.random.default_rng(0)
     x_tr, shape_tr, other_tr = embeddings(model, splits["train"], args.clips, size, rng, args.zoom)

@@ -160,6 +160,10 @@ class FrameStore:
             self.used += crops.nbytes
         return crops
 
+    def frame_count(self, i: int) -> int:
+        """Frames of clip ``i`` (an image: 1)."""
+        return len(self._get(i))
+
     def warm(self) -> None:
         """Decode every clip once (finds unreadable clips before training starts)."""
         list(self.pool.map(self._get, range(len(self.paths))))
@@ -185,18 +189,21 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 20) -> 
     """Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii, 2007) on (N, D) ``x``: (N,) group ids.
 
     ``k`` is capped at N; a group left empty keeps its centre (its id is then unused)."""
+    sq_dist = lambda c: ((x[:, None, :] - c[None]) ** 2).sum(-1)  # (N, K) squared distances to centres c
     k = min(k, len(x))
     centres = [x[int(rng.integers(len(x)))]]
+    d2 = sq_dist(np.stack(centres))[:, 0]  # (N,) to the nearest centre so far
     for _ in range(k - 1):
-        d2 = np.min([((x - c) ** 2).sum(1) for c in centres], axis=0)
-        centres.append(x[int(rng.choice(len(x), p=d2 / d2.sum()))] if d2.sum() > 0 else x[int(rng.integers(len(x)))])
+        pick = int(rng.choice(len(x), p=d2 / d2.sum())) if d2.sum() > 0 else int(rng.integers(len(x)))
+        centres.append(x[pick])
+        d2 = np.minimum(d2, sq_dist(x[pick][None])[:, 0])
     c = np.stack(centres)
     for _ in range(iters):
-        ids = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+        ids = sq_dist(c).argmin(1)
         for j in range(k):
             if (ids == j).any():
                 c[j] = x[ids == j].mean(0)
-    return ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+    return sq_dist(c).argmin(1)
 
 
 class HardNegativeSampler:
@@ -218,7 +225,7 @@ class HardNegativeSampler:
     def regroup(self, clip, device: str, rng: np.random.Generator) -> None:
         was_training = clip.training
         clip.eval()
-        middle = [len(self.store._get(c)) // 2 for c in self.clips]
+        middle = [self.store.frame_count(c) // 2 for c in self.clips]
         feats = torch.cat([clip.encode_image(self.store.frames_at(self.clips[i:i + 256], middle[i:i + 256])
                                              .to(device)).float().cpu() for i in range(0, len(self.clips), 256)])
         clip.train(was_training)
