@@ -222,6 +222,8 @@ def demo(out: Path, families: str, steps: int, episodes: int, open_set_episodes:
         raise click.BadParameter(f"unknown family {', '.join(bad) or '(none)'}; choose from {', '.join(FAMILIES)}",
                                  param_hint="--families")
     weights = None if weights.lower() in ("none", "random") else weights
+    from clipfsar.train.backbone import create_clip
+    create_clip(arch, weights)  # an unknown architecture or missing weights fail here, before OUT is touched
     start = time.perf_counter()
     if fresh or (out.exists() and not (out / "done").exists()):
         shutil.rmtree(out, ignore_errors=True)  # a demo folder left half-done by an earlier run

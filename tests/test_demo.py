@@ -70,3 +70,14 @@ def test_demo_writes_summary(tmp_path):
             assert 0 <= m["auroc"] <= 1 and f"{kind:<15}{shot}" in r.stdout
     assert f["open_set"]["protocol"]["1-shot"]["scores"]["znorm"]["auroc"] >= 0.9  # measured 0.995 (docs)
     assert (out / "done").is_file()
+
+
+@pytest.mark.parametrize("cmd", [["demo", "--out", "OUT"], ["ablation", "--out", "OUT", "--steps", "1"]])
+@pytest.mark.parametrize("extra, message", [(["--arch", "nope"], "unknown architecture 'nope'"),
+                                            (["--weights", "/nonexistent.safetensors"], "weights file not found")])
+def test_a_bad_arch_or_weights_fails_before_anything_is_made(tmp_path, cmd, extra, message):
+    out = tmp_path / "out"
+    args = [str(out) if a == "OUT" else a for a in cmd] + extra
+    r = subprocess.run([sys.executable, "-m", "clipfsar", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not out.exists()  # no half-made data set left behind

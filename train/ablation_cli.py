@@ -81,6 +81,8 @@ def ablation(out: Path, families, data_dirs, arch: str, weights: str, seeds: str
                              cache_samplings=cache_samplings)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
+    from .backbone import create_clip
+    create_clip(cfg.arch, cfg.weights)  # an unknown architecture or missing weights fail before any data set is made
     data = {}
     for folder in data_dirs:
         if not Path(folder).is_dir():
