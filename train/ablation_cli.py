@@ -19,14 +19,19 @@ def _ints(value: str, what: str) -> List[int]:
     return out
 
 
+CLUTTERED = "appearance-clutter"  # the appearance family with synth.CLUTTER of another scene in every frame
+
+
 def _family_of(folder: Path) -> str:
-    """The family a data folder says it is (``synth.json``), else the folder's name."""
+    """The family a data folder says it is (``synth.json``: ``appearance-clutter`` when it has clutter), else the
+    folder's name."""
     facts = folder / "synth.json"
     if facts.is_file():
         from clipfsar.runtime.base.jsonconfig import read_json
-        family = read_json(facts, "synthetic data facts").get("family")
+        info = read_json(facts, "synthetic data facts")
+        family = info.get("family")
         if family:
-            return str(family)
+            return CLUTTERED if family == "appearance" and info.get("clutter") else str(family)
     return folder.name
 
 
@@ -34,9 +39,10 @@ def _family_of(folder: Path) -> str:
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Folder of the ablation: data/, cache/, runs/, ablation.json, ablation.md (reused: finished runs "
                    "are not trained again).")
-@click.option("--family", "families", multiple=True, type=click.Choice(["motion", "appearance"]),
-              help="A synthetic family, made under OUT/data/FAMILY if absent (`clipfsar synth --family`). "
-                   "Repeatable. Default: both, unless --data is given.")
+@click.option("--family", "families", multiple=True, type=click.Choice(["motion", "appearance", CLUTTERED]),
+              help="A synthetic family, made under OUT/data/FAMILY if absent (`clipfsar synth --family`; "
+                   f"{CLUTTERED}: `--family appearance --clutter 0.4`). Repeatable. Default: all three, unless "
+                   "--data is given.")
 @click.option("--data", "data_dirs", multiple=True, type=click.Path(path_type=Path),
               help="An existing data set folder (class folders + splits/); its family is read from synth.json, "
                    "else its folder name. Repeatable.")
@@ -49,7 +55,7 @@ def _family_of(folder: Path) -> str:
 @click.option("--per-shot-training", is_flag=True, help="Train a model per shot count (the paper); default: every "
               "shot is evaluated on the 1-shot models.")
 @click.option("--steps", default=600, show_default=True, help="Optimizer steps per run (4 episodes each).")
-@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--lr", default=3e-3, show_default=True)
 @click.option("--alpha", default=0.5, show_default=True, help="Weight of the video-text loss.")
 @click.option("--cache-samplings", default=4, show_default=True,
               help="Cached frame samplings per training clip (0 = centre, the rest random: the augmentation).")
@@ -69,7 +75,7 @@ def ablation(out: Path, families, data_dirs, arch: str, weights: str, seeds: str
     from clipfsar.runtime.base.errors import ConfigError
 
     from .ablation import AblationConfig, goals, run_ablation, table
-    from .synth import make_dataset
+    from .synth import CLUTTER, make_dataset
 
     if threads < 1:
         raise click.BadParameter("must be >= 1", param_hint="--threads")
@@ -91,13 +97,15 @@ def ablation(out: Path, families, data_dirs, arch: str, weights: str, seeds: str
         if family in data:
             raise click.BadParameter(f"two data sets of family '{family}'", param_hint="--data")
         data[family] = str(Path(folder).absolute())
-    for family in families or (() if data_dirs else ("motion", "appearance")):
+    for family in families or (() if data_dirs else ("motion", "appearance", CLUTTERED)):
         if family in data:
             raise click.BadParameter(f"family '{family}' given twice", param_hint="--family")
         folder = out / "data" / family
         if not (folder / "splits").is_dir():
             click.echo(f"making the {family} family in {folder}", err=True)
-            make_dataset(folder, seed=data_seed, clips_per_class=clips, family=family)
+            make_dataset(folder, seed=data_seed, clips_per_class=clips,
+                         family="appearance" if family == CLUTTERED else family,
+                         clutter=CLUTTER if family == CLUTTERED else 0.0)
         data[family] = str(folder.absolute())
     cfg = dataclasses.replace(cfg, data=data)
     torch.set_num_threads(threads)

@@ -17,12 +17,21 @@ import click
 @click.option("--family", type=click.Choice(["motion", "appearance"]), default="motion", show_default=True,
               help="motion: classes are shape x motion (the Something-Something analogue); appearance: shape x "
                    "scene, each clip moving at random (the Kinetics/UCF/HMDB analogue).")
+@click.option("--clutter", default=0.0, show_default=True,
+              help="Appearance family: a band of another scene covers this share (+- 0.05) of every frame, as real "
+                   "clips show more than their class (the ablation's appearance-clutter family: 0.4). 0: none.")
 def synth(out: Path, seed: int, clips_per_class: int, size: int, length: int, fps: float, ext: str,
-          family: str) -> None:
+          family: str, clutter: float) -> None:
     """Write synthetic action clips to OUT, with OUT/splits/{train,val,test}.txt and OUT/captions.txt (clip and
     per-frame captions)."""
-    from .synth import make_dataset
-    splits = make_dataset(out, seed, clips_per_class, size, length, fps, ext, family=family)
+    from clipfsar.runtime.base.errors import ConfigError
+
+    from .synth import check_clutter, make_dataset
+    try:
+        check_clutter(clutter, family)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="--clutter") from None
+    splits = make_dataset(out, seed, clips_per_class, size, length, fps, ext, family=family, clutter=clutter)
     for split, names in splits.items():
         click.echo(f"{split}: {len(names)} classes x {clips_per_class} clips")
     click.echo(f"wrote {out}")

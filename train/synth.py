@@ -4,6 +4,8 @@
   background is plain and dark, so only the motion tells two classes of one shape apart.
 * ``appearance`` (the Kinetics / UCF / HMDB analogue): classes are shape x scene ("a circle on grass"); each clip's
   object moves with a random motion (motion is irrelevant to the class), so what is in the frames defines it.
+  With ``clutter`` (``appearance-clutter``), a band of another scene covers that share of every frame, as real
+  clips show more than their class: the class scene stays the majority, but one support clip no longer shows it alone.
 
 Both use the same split design: a cyclic Latin square over the two factors, so every val/test class's two factors
 are seen in train, never together (``split_classes``). Besides the videos, ``make_dataset`` writes what was drawn as
@@ -34,6 +36,7 @@ MOTIONS = ("moving left", "moving right", "moving up", "moving down", "rotating 
 SCENES = ("on grass", "in the sky", "on sand", "on bricks", "on water", "in snow", "on a checkerboard",
           "on stripes", "at night")
 FAMILIES = ("motion", "appearance")
+CLUTTER = 0.4  # the appearance-clutter family's distractor band: 0.35 .. 0.45 of the frame (CLUTTER +- 0.05)
 FACTS_FILE = "synth.json"  # OUT/synth.json: family, factors of every class (what a benchmark or the demo reads)
 
 
@@ -181,11 +184,28 @@ def render_clip(shape: str, motion: str, rng: np.random.Generator, size: int = 9
     return render_clip_with_facts(shape, motion, rng, size, length)[0]
 
 
+def _distractor_band(img: np.ndarray, scene: str, clutter: float, rng: np.random.Generator) -> str:
+    """Cover one side of ``img`` (in place) with a band of another scene, ``clutter`` +- 0.05 of the frame wide;
+    returns that scene's phrase."""
+    size = img.shape[0]
+    others = [s for s in SCENES if s != scene]
+    other = others[int(rng.integers(len(others)))]
+    band = _scene(other, size, rng)
+    w = int(round(size * rng.uniform(clutter - 0.05, clutter + 0.05)))
+    side = int(rng.integers(4))  # left, right, top, bottom
+    region = [np.s_[:, :w], np.s_[:, size - w:], np.s_[:w], np.s_[size - w:]][side]
+    img[region] = band[region]
+    return other
+
+
 def render_clip_with_facts(shape: str, motion: str, rng: np.random.Generator, size: int = 96,
-                           length: int = 24, scene: str = "") -> Tuple[List[np.ndarray], Dict[str, object]]:
+                           length: int = 24, scene: str = "",
+                           clutter: float = 0.0) -> Tuple[List[np.ndarray], Dict[str, object]]:
     """``render_clip`` plus what was drawn: ``colour`` (B, G, R), ``radius_frac`` (radius / size), ``speed``,
     ``motion`` and ``frames`` (a ``FrameState`` per frame). With ``scene`` (appearance family) the object is drawn
-    outlined on that scene instead of a plain dark background."""
+    outlined on that scene instead of a plain dark background; with ``clutter`` > 0 a band of another scene
+    (``distractor``) covers ``clutter`` +- 0.05 of one side of the frame (``clutter=0`` draws nothing more, so the
+    clean family's clips stay bit for bit)."""
     # a dark, slightly tinted background and a bright object: colour varies, contrast stays
     bg = rng.integers(20, 90) + rng.integers(-15, 16, 3)
     colour = tuple(int(c) for c in rng.integers(150, 256, 3))
@@ -196,6 +216,7 @@ def render_clip_with_facts(shape: str, motion: str, rng: np.random.Generator, si
     angle0 = rng.uniform(0, 2 * math.pi)
     noise = rng.uniform(2, 10)
     background = _scene(scene, size, rng) if scene else None
+    distractor = _distractor_band(background, scene, clutter, rng) if background is not None and clutter else ""
     frames, states = [], []
     for i in range(length):
         u = i / max(1, length - 1)  # 0 .. 1 over the clip
@@ -228,17 +249,20 @@ def render_clip_with_facts(shape: str, motion: str, rng: np.random.Generator, si
         frames.append(img)
         states.append(FrameState(shape, colour, r / size, cx / size, cy / size, ang % (2 * math.pi),
                                  scene or "on a dark background"))
-    return frames, {"colour": colour, "radius_frac": radius / size, "speed": speed, "motion": motion,
-                    "frames": states}
+    facts = {"colour": colour, "radius_frac": radius / size, "speed": speed, "motion": motion, "frames": states}
+    if distractor:
+        facts["distractor"] = distractor
+    return frames, facts
 
 
-def render_class_clip(name: str, rng: np.random.Generator, size: int = 96,
-                      length: int = 24) -> Tuple[List[np.ndarray], Dict[str, object]]:
-    """A clip of synthetic class ``name`` of either family (appearance: a random motion) and what was drawn."""
+def render_class_clip(name: str, rng: np.random.Generator, size: int = 96, length: int = 24,
+                      clutter: float = 0.0) -> Tuple[List[np.ndarray], Dict[str, object]]:
+    """A clip of synthetic class ``name`` of either family (appearance: a random motion, ``clutter`` as in
+    ``render_clip_with_facts``) and what was drawn."""
     shape, factor = class_factors(name)
     if factor in SCENES:
         motion = MOTIONS[int(rng.integers(len(MOTIONS)))]
-        return render_clip_with_facts(shape, motion, rng, size, length, scene=factor)
+        return render_clip_with_facts(shape, motion, rng, size, length, scene=factor, clutter=clutter)
     return render_clip_with_facts(shape, factor, rng, size, length)
 
 
@@ -258,17 +282,23 @@ def write_video(path: Path, frames: List[np.ndarray], fps: float = 12.0) -> None
 
 def make_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int = 96, length: int = 24,
                  fps: float = 12.0, ext: str = ".mp4", family: str = "motion",
-                 frame_captions: bool = True) -> Dict[str, List[str]]:
+                 frame_captions: bool = True, clutter: float = 0.0) -> Dict[str, List[str]]:
     """Write a synthetic dataset of ``family`` (``motion`` or ``appearance``, module docstring):
     ``OUT/<class_folder>/<clip>.mp4``, ``OUT/splits/{train,val,test}.txt``, ``OUT/synth.json`` (family, factors
     of each class) and ``OUT/captions.txt``: ``class_folder/clip<TAB>caption`` clip rows (several per clip, see
     ``captions.synth_captions``) and, with ``frame_captions``, ``class_folder/clip<TAB>frame<TAB>caption`` rows,
-    one per frame, saying what that frame shows (``captions.frame_caption``).
+    one per frame, saying what that frame shows (``captions.frame_caption``; with ``clutter`` it names the class
+    scene, the frame's majority). ``clutter`` (appearance only: 0, or 0.05 < clutter < 0.45): the distractor band of
+    ``render_clip_with_facts``; ``synth.json`` records it.
+
+    Raises:
+        ConfigError: an unknown family, or clutter out of range or given for the motion family.
 
     Example:
-        >>> make_dataset(Path("synth"), seed=0, clips_per_class=10, family="appearance")
+        >>> make_dataset(Path("synth"), seed=0, clips_per_class=10, family="appearance", clutter=CLUTTER)
     """
     _check_family(family)
+    check_clutter(clutter, family)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ClipFsarError(f"output folder {out} exists and is not empty; choose a new one")
@@ -281,7 +311,7 @@ def make_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int 
             folder.mkdir()
             rng = np.random.default_rng([seed, split_idx, class_idx])
             for c in range(clips_per_class):
-                frames, facts = render_class_clip(name, rng, size, length)
+                frames, facts = render_class_clip(name, rng, size, length, clutter)
                 rel = f"{folder.name}/{c:04d}{ext}"
                 write_video(folder / f"{c:04d}{ext}", frames, fps)
                 caption_rng = np.random.default_rng([seed, split_idx, class_idx, c, 1])  # not the clip's stream
@@ -291,11 +321,22 @@ def make_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int 
                                  for i, s in enumerate(facts["frames"])]
         (out / "splits" / f"{split}.txt").write_text("".join(folder_name(n) + "\n" for n in names))
     (out / CAPTIONS_FILE).write_text("".join(captions))
-    facts = {"family": family, "seed": seed, "splits": splits,
+    facts = {"family": family, "seed": seed, "clutter": clutter, "splits": splits,
              "factors": {n: dict(zip(("shape", "motion" if family == "motion" else "scene"), class_factors(n)))
                          for names in splits.values() for n in names}}
     (out / FACTS_FILE).write_text(json.dumps(facts, indent=2) + "\n")
     return splits
+
+
+def check_clutter(clutter: float, family: str) -> None:
+    """Raise ``ConfigError`` unless ``clutter`` is 0, or in (0.05, 0.45) for the appearance family (the band is
+    ``clutter`` +- 0.05 wide, so it is never empty and the class scene stays the majority of the frame)."""
+    if clutter == 0:
+        return
+    if family != "appearance":
+        raise ConfigError(f"clutter is a distractor scene: only the appearance family has one (got family '{family}')")
+    if not 0.05 < clutter < 0.45:
+        raise ConfigError(f"clutter must be 0, or between 0.05 and 0.45 of the frame (exclusive); got {clutter}")
 
 
 def shares_a_factor(a: str, b: str) -> bool:

@@ -8,9 +8,11 @@ import pytest
 from clipfsar.runtime.base.errors import ConfigError
 from clipfsar.train.captions import direction_word, frame_caption, position_words, read_captions
 from clipfsar.train.synth import (
+    CLUTTER,
     MOTIONS,
     SCENES,
     SHAPES,
+    check_clutter,
     class_factors,
     family_of,
     make_dataset,
@@ -75,3 +77,41 @@ def test_shares_a_factor():
     assert shares_a_factor("a star on grass", "a star in snow") and shares_a_factor("a star on grass",
                                                                                     "a circle on grass")
     assert not shares_a_factor("a star on grass", "a circle in snow")
+
+
+def test_clutter_covers_a_band_of_another_scene_and_zero_clutter_is_the_clean_family():
+    """appearance-clutter: the same clip as the clean family's (same object, motion, scene) with one side covered by
+    a band of another scene, CLUTTER +- 0.05 of the frame; clutter 0 draws nothing more (bit for bit)."""
+    for seed in range(3):
+        clean, clean_facts = render_class_clip("a star on grass", np.random.default_rng(seed), 64, 3)
+        again, _ = render_class_clip("a star on grass", np.random.default_rng(seed), 64, 3, clutter=0.0)
+        assert all(np.array_equal(a, b) for a, b in zip(clean, again))
+        cluttered, facts = render_class_clip("a star on grass", np.random.default_rng(seed), 64, 3, clutter=CLUTTER)
+        assert facts["distractor"] in SCENES and facts["distractor"] != "on grass"
+        assert facts["motion"] == clean_facts["motion"] and "distractor" not in clean_facts
+        changed = (np.abs(clean[0].astype(float) - cluttered[0].astype(float)).mean(-1) > 40).mean()
+        assert 0.25 < changed < 0.5, changed  # about the band's share; the class scene stays the majority
+
+
+def test_clutter_is_refused_out_of_range_or_for_the_motion_family(tmp_path):
+    for bad in (-0.1, 0.05, 0.45, 0.9):
+        with pytest.raises(ConfigError, match="clutter must be 0, or between 0.05 and 0.45"):
+            check_clutter(bad, "appearance")
+    with pytest.raises(ConfigError, match="only the appearance family"):
+        make_dataset(tmp_path / "m", family="motion", clutter=0.4)
+    assert not (tmp_path / "m").exists()
+
+
+def test_synth_cli_writes_clutter_to_synth_json_and_refuses_a_bad_value(tmp_path):
+    from click.testing import CliRunner
+
+    from clipfsar.cli import cli
+    from clipfsar.train.ablation_cli import _family_of
+    bad = CliRunner().invoke(cli, ["synth", str(tmp_path / "bad"), "--family", "appearance", "--clutter", "0.6"])
+    assert bad.exit_code == 2 and "--clutter" in bad.output and not (tmp_path / "bad").exists()
+    out = tmp_path / "clut"
+    ok = CliRunner().invoke(cli, ["synth", str(out), "--family", "appearance", "--clutter", "0.4", "--clips", "1",
+                                   "--size", "32", "--length", "3"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((out / "synth.json").read_text())["clutter"] == 0.4
+    assert _family_of(out) == "appearance-clutter"  # the ablation's name for it, with the appearance goals
