@@ -19,11 +19,11 @@ def _ints(value: str, what: str) -> List[int]:
     return out
 
 
-CLUTTERED = "appearance-clutter"  # the appearance family with synth.CLUTTER of another scene in every frame
+CLUTTERED = {"appearance-clutter": "appearance", "motion-clutter": "motion"}  # families with synth.CLUTTER
 
 
 def _family_of(folder: Path) -> str:
-    """The family a data folder says it is (``synth.json``: ``appearance-clutter`` when it has clutter), else the
+    """The family a data folder says it is (``synth.json``: ``FAMILY-clutter`` when it has clutter), else the
     folder's name."""
     facts = folder / "synth.json"
     if facts.is_file():
@@ -31,7 +31,7 @@ def _family_of(folder: Path) -> str:
         info = read_json(facts, "synthetic data facts")
         family = info.get("family")
         if family:
-            return CLUTTERED if family == "appearance" and info.get("clutter") else str(family)
+            return f"{family}-clutter" if info.get("clutter") else str(family)
     return folder.name
 
 
@@ -39,10 +39,9 @@ def _family_of(folder: Path) -> str:
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Folder of the ablation: data/, cache/, runs/, ablation.json, ablation.md (reused: finished runs "
                    "are not trained again).")
-@click.option("--family", "families", multiple=True, type=click.Choice(["motion", "appearance", CLUTTERED]),
+@click.option("--family", "families", multiple=True, type=click.Choice(["motion", "appearance", *CLUTTERED]),
               help="A synthetic family, made under OUT/data/FAMILY if absent (`clipfsar synth --family`; "
-                   f"{CLUTTERED}: `--family appearance --clutter 0.4`). Repeatable. Default: all three, unless "
-                   "--data is given.")
+                   "X-clutter: `--family X --clutter 0.4`). Repeatable. Default: all four, unless --data is given.")
 @click.option("--data", "data_dirs", multiple=True, type=click.Path(path_type=Path),
               help="An existing data set folder (class folders + splits/); its family is read from synth.json, "
                    "else its folder name. Repeatable.")
@@ -97,15 +96,14 @@ def ablation(out: Path, families, data_dirs, arch: str, weights: str, seeds: str
         if family in data:
             raise click.BadParameter(f"two data sets of family '{family}'", param_hint="--data")
         data[family] = str(Path(folder).absolute())
-    for family in families or (() if data_dirs else ("motion", "appearance", CLUTTERED)):
+    for family in families or (() if data_dirs else ("motion", "appearance", *CLUTTERED)):
         if family in data:
             raise click.BadParameter(f"family '{family}' given twice", param_hint="--family")
         folder = out / "data" / family
         if not (folder / "splits").is_dir():
             click.echo(f"making the {family} family in {folder}", err=True)
             make_dataset(folder, seed=data_seed, clips_per_class=clips,
-                         family="appearance" if family == CLUTTERED else family,
-                         clutter=CLUTTER if family == CLUTTERED else 0.0)
+                         family=CLUTTERED.get(family, family), clutter=CLUTTER if family in CLUTTERED else 0.0)
         data[family] = str(folder.absolute())
     cfg = dataclasses.replace(cfg, data=data)
     torch.set_num_threads(threads)

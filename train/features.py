@@ -68,14 +68,20 @@ def encode_clips(model, loader: ClipLoader, clips: Sequence[Tuple[Path, int]], m
 
 
 def clip_key(clipset: ClipSet, path: Path, sampling: int) -> str:
-    return f"{Path(path).relative_to(clipset.root).as_posix()}#{sampling}"
+    """``<relative path>@<sha256 of the file, 16 hex>#<sampling>``: a cached feature is reused only for the same
+    bytes, so two data sets with the same folder names (a family and its cluttered variant) sharing one cache, or
+    a clip rewritten in place, never get another clip's features."""
+    import hashlib
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return f"{Path(path).relative_to(clipset.root).as_posix()}@{digest}#{sampling}"
 
 
 def cached_split_features(model, loader: ClipLoader, clipset: ClipSet, cache_file: Path, samplings: int,
                           seed: int, device: str = "cpu") -> torch.Tensor:
     """Frozen-backbone cache: per clip, ``samplings`` samplings (0 = centre, the rest random) -> (S, B, T, D).
 
-    Stored in ``cache_file`` (safetensors) keyed by clip path and sampling; reused when already there.
+    Stored in ``cache_file`` (safetensors) keyed by clip path, content and sampling (``clip_key``); reused when
+    already there.
     """
     clips = all_clips(clipset)
     keys = [[clip_key(clipset, p, s) for p, _ in clips] for s in range(samplings)]

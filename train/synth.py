@@ -4,8 +4,11 @@
   background is plain and dark, so only the motion tells two classes of one shape apart.
 * ``appearance`` (the Kinetics / UCF / HMDB analogue): classes are shape x scene ("a circle on grass"); each clip's
   object moves with a random motion (motion is irrelevant to the class), so what is in the frames defines it.
-  With ``clutter`` (``appearance-clutter``), a band of another scene covers that share of every frame, as real
-  clips show more than their class: the class scene stays the majority, but one support clip no longer shows it alone.
+
+With ``clutter`` (the ablation's ``appearance-clutter`` and ``motion-clutter``), every clip shows more than its
+class, as real clips do: appearance, a band of another scene over that share of every frame (the class scene stays
+the majority); motion, another shape doing another motion behind the class object. One support clip then no
+longer shows its class alone, which is where the paper's text token is meant to help.
 
 Both use the same split design: a cyclic Latin square over the two factors, so every val/test class's two factors
 are seen in train, never together (``split_classes``). Besides the videos, ``make_dataset`` writes what was drawn as
@@ -198,52 +201,78 @@ def _distractor_band(img: np.ndarray, scene: str, clutter: float, rng: np.random
     return other
 
 
+def _pose(motion: str, u: float, cx0: float, cy0: float, radius: float, angle0: float, speed: float,
+          size: int) -> Tuple[float, float, float, float]:
+    """Centre x, y (pixels), radius and angle (radians) of an object doing ``motion`` at ``u`` (0 .. 1 of the clip),
+    from its start ``cx0``, ``cy0``, ``radius``, ``angle0`` and ``speed`` (0.6 .. 1.4)."""
+    cx, cy, r, ang = cx0, cy0, radius, angle0
+    travel = size * 0.45 * speed  # pixels covered over the clip by translations
+    if motion == "moving left":
+        cx = cx0 + travel * (0.5 - u)
+    elif motion == "moving right":
+        cx = cx0 - travel * (0.5 - u)
+    elif motion == "moving up":
+        cy = cy0 + travel * (0.5 - u)
+    elif motion == "moving down":
+        cy = cy0 - travel * (0.5 - u)
+    elif motion == "rotating clockwise":
+        ang = angle0 + 2.2 * math.pi * speed * u
+    elif motion == "rotating anticlockwise":
+        ang = angle0 - 2.2 * math.pi * speed * u
+    elif motion == "growing":
+        r = radius * (0.6 + 1.2 * u * speed)
+    elif motion == "shrinking":
+        r = radius * (0.6 + 1.2 * (1 - u) * speed)
+    elif motion == "bouncing":
+        cy = cy0 + size * 0.25 - abs(math.sin(2 * math.pi * u * speed)) * size * 0.4
+    return cx, cy, r, ang
+
+
+def _distractor_object(shape: str, motion: str, size: int, rng: np.random.Generator) -> Dict[str, object]:
+    """Another shape doing another motion (the motion family's clutter): shape, motion, colour, radius (pixels),
+    speed, start centre and angle, drawn like the class object's."""
+    return {"shape": [s for s in SHAPES if s != shape][int(rng.integers(len(SHAPES) - 1))],
+            "motion": [m for m in MOTIONS if m != motion][int(rng.integers(len(MOTIONS) - 1))],
+            "colour": tuple(int(c) for c in rng.integers(150, 256, 3)), "radius": size * rng.uniform(0.10, 0.16),
+            "speed": rng.uniform(0.6, 1.4), "cx0": size * rng.uniform(0.25, 0.75),
+            "cy0": size * rng.uniform(0.25, 0.75), "angle0": rng.uniform(0, 2 * math.pi)}
+
+
 def render_clip_with_facts(shape: str, motion: str, rng: np.random.Generator, size: int = 96,
                            length: int = 24, scene: str = "",
                            clutter: float = 0.0) -> Tuple[List[np.ndarray], Dict[str, object]]:
     """``render_clip`` plus what was drawn: ``colour`` (B, G, R), ``radius_frac`` (radius / size), ``speed``,
-    ``motion`` and ``frames`` (a ``FrameState`` per frame). With ``scene`` (appearance family) the object is drawn
-    outlined on that scene instead of a plain dark background; with ``clutter`` > 0 a band of another scene
-    (``distractor``) covers ``clutter`` +- 0.05 of one side of the frame (``clutter=0`` draws nothing more, so the
-    clean family's clips stay bit for bit)."""
+    ``motion`` and ``frames`` (a ``FrameState`` per frame, of the class object). With ``scene`` (appearance family)
+    the object is drawn outlined on that scene instead of a plain dark background. ``clutter`` > 0 adds what else
+    a real clip shows (``distractor`` in the facts): with a scene, a band of another scene over ``clutter`` +- 0.05
+    of one side of the frame; without, another shape doing another motion, drawn behind the class object.
+    ``clutter=0`` draws nothing more, so the clean families' clips stay bit for bit."""
     # a dark, slightly tinted background and a bright object: colour varies, contrast stays
     bg = rng.integers(20, 90) + rng.integers(-15, 16, 3)
     colour = tuple(int(c) for c in rng.integers(150, 256, 3))
     radius = size * rng.uniform(0.10, 0.16)
     speed = rng.uniform(0.6, 1.4)
-    travel = size * 0.45 * speed  # pixels covered over the clip by translations
     cx0, cy0 = size * rng.uniform(0.35, 0.65), size * rng.uniform(0.35, 0.65)
     angle0 = rng.uniform(0, 2 * math.pi)
     noise = rng.uniform(2, 10)
     background = _scene(scene, size, rng) if scene else None
-    distractor = _distractor_band(background, scene, clutter, rng) if background is not None and clutter else ""
+    distractor = None
+    if clutter:
+        distractor = (_distractor_band(background, scene, clutter, rng) if background is not None
+                      else _distractor_object(shape, motion, size, rng))
     frames, states = [], []
     for i in range(length):
         u = i / max(1, length - 1)  # 0 .. 1 over the clip
-        cx, cy, r, ang = cx0, cy0, radius, angle0
-        if motion == "moving left":
-            cx = cx0 + travel * (0.5 - u)
-        elif motion == "moving right":
-            cx = cx0 - travel * (0.5 - u)
-        elif motion == "moving up":
-            cy = cy0 + travel * (0.5 - u)
-        elif motion == "moving down":
-            cy = cy0 - travel * (0.5 - u)
-        elif motion == "rotating clockwise":
-            ang = angle0 + 2.2 * math.pi * speed * u
-        elif motion == "rotating anticlockwise":
-            ang = angle0 - 2.2 * math.pi * speed * u
-        elif motion == "growing":
-            r = radius * (0.6 + 1.2 * u * speed)
-        elif motion == "shrinking":
-            r = radius * (0.6 + 1.2 * (1 - u) * speed)
-        elif motion == "bouncing":
-            cy = cy0 + size * 0.25 - abs(math.sin(2 * math.pi * u * speed)) * size * 0.4
+        cx, cy, r, ang = _pose(motion, u, cx0, cy0, radius, angle0, speed, size)
         if background is None:
             img = np.empty((size, size, 3), np.uint8)
             img[:] = bg
         else:
             img = background.copy()
+        if isinstance(distractor, dict):
+            d = distractor
+            dx, dy, dr, dang = _pose(d["motion"], u, d["cx0"], d["cy0"], d["radius"], d["angle0"], d["speed"], size)
+            _draw(img, d["shape"], dx, dy, dr, dang, d["colour"])
         _draw(img, shape, cx, cy, r, ang, colour, outline=background is not None)
         img = np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
         frames.append(img)
@@ -251,7 +280,8 @@ def render_clip_with_facts(shape: str, motion: str, rng: np.random.Generator, si
                                  scene or "on a dark background"))
     facts = {"colour": colour, "radius_frac": radius / size, "speed": speed, "motion": motion, "frames": states}
     if distractor:
-        facts["distractor"] = distractor
+        facts["distractor"] = (distractor if isinstance(distractor, str)
+                               else f"a {distractor['shape']} {distractor['motion']}")
     return frames, facts
 
 
@@ -263,7 +293,7 @@ def render_class_clip(name: str, rng: np.random.Generator, size: int = 96, lengt
     if factor in SCENES:
         motion = MOTIONS[int(rng.integers(len(MOTIONS)))]
         return render_clip_with_facts(shape, motion, rng, size, length, scene=factor, clutter=clutter)
-    return render_clip_with_facts(shape, factor, rng, size, length)
+    return render_clip_with_facts(shape, factor, rng, size, length, clutter=clutter)
 
 
 def write_video(path: Path, frames: List[np.ndarray], fps: float = 12.0) -> None:
@@ -288,11 +318,11 @@ def make_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int 
     of each class) and ``OUT/captions.txt``: ``class_folder/clip<TAB>caption`` clip rows (several per clip, see
     ``captions.synth_captions``) and, with ``frame_captions``, ``class_folder/clip<TAB>frame<TAB>caption`` rows,
     one per frame, saying what that frame shows (``captions.frame_caption``; with ``clutter`` it names the class
-    scene, the frame's majority). ``clutter`` (appearance only: 0, or 0.05 < clutter < 0.45): the distractor band of
+    scene, the frame's majority). ``clutter`` (0, or 0.05 < clutter < 0.45): the distractor band or object of
     ``render_clip_with_facts``; ``synth.json`` records it.
 
     Raises:
-        ConfigError: an unknown family, or clutter out of range or given for the motion family.
+        ConfigError: an unknown family, or clutter out of range (``check_clutter``).
 
     Example:
         >>> make_dataset(Path("synth"), seed=0, clips_per_class=10, family="appearance", clutter=CLUTTER)
@@ -329,12 +359,12 @@ def make_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int 
 
 
 def check_clutter(clutter: float, family: str) -> None:
-    """Raise ``ConfigError`` unless ``clutter`` is 0, or in (0.05, 0.45) for the appearance family (the band is
-    ``clutter`` +- 0.05 wide, so it is never empty and the class scene stays the majority of the frame)."""
+    """Raise ``ConfigError`` unless ``clutter`` is 0 or in (0.05, 0.45): the appearance family's band is ``clutter``
+    +- 0.05 wide, so it is never empty and the class scene stays the majority of the frame; for the motion family
+    any value in the range adds the one distractor object."""
+    _check_family(family)
     if clutter == 0:
         return
-    if family != "appearance":
-        raise ConfigError(f"clutter is a distractor scene: only the appearance family has one (got family '{family}')")
     if not 0.05 < clutter < 0.45:
         raise ConfigError(f"clutter must be 0, or between 0.05 and 0.45 of the frame (exclusive); got {clutter}")
 

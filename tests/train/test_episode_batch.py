@@ -111,3 +111,21 @@ def test_shared_cache_is_named_by_tower_and_seed(model):
             assert feature_fingerprint(model, prep, 0) != a
         finally:
             w.sub_(1e-3)
+
+
+def test_shared_cache_never_gives_a_clip_another_clips_features(model, tmp_path):
+    """Two data sets with the same class folders and clip names (a family and its cluttered variant) share one
+    cache file: each gets the features of its own clips, and the same clips are read back from the cache."""
+    from clipfsar.runtime.video.preprocess import PreprocessConfig
+    from clipfsar.train.data import load_split
+    from clipfsar.train.features import ClipLoader, cached_split_features
+    from clipfsar.train.synth import make_dataset
+    loader, cache = ClipLoader(PreprocessConfig.for_size(64), T, 1), tmp_path / "cache.safetensors"
+    feats = {}
+    for clutter in (0.0, 0.4):
+        root = tmp_path / f"app{clutter}"
+        make_dataset(root, clips_per_class=1, size=64, length=6, family="appearance", clutter=clutter)
+        feats[clutter] = cached_split_features(model, loader, load_split(root, "test"), cache, 1, seed=0)
+    assert not torch.allclose(feats[0.0], feats[0.4])
+    again = cached_split_features(model, loader, load_split(tmp_path / "app0.0", "test"), cache, 1, seed=0)
+    torch.testing.assert_close(again, feats[0.0], rtol=0, atol=0)

@@ -93,12 +93,22 @@ def test_clutter_covers_a_band_of_another_scene_and_zero_clutter_is_the_clean_fa
         assert 0.25 < changed < 0.5, changed  # about the band's share; the class scene stays the majority
 
 
-def test_clutter_is_refused_out_of_range_or_for_the_motion_family(tmp_path):
-    for bad in (-0.1, 0.05, 0.45, 0.9):
-        with pytest.raises(ConfigError, match="clutter must be 0, or between 0.05 and 0.45"):
-            check_clutter(bad, "appearance")
-    with pytest.raises(ConfigError, match="only the appearance family"):
-        make_dataset(tmp_path / "m", family="motion", clutter=0.4)
+def test_motion_clutter_adds_another_shape_doing_another_motion():
+    clean, _ = render_class_clip("a star moving left", np.random.default_rng(0), 64, 3)
+    cluttered, facts = render_class_clip("a star moving left", np.random.default_rng(0), 64, 3, clutter=CLUTTER)
+    shape, motion = class_factors(facts["distractor"])
+    assert shape in SHAPES and shape != "star" and motion in MOTIONS and motion != "moving left"
+    assert [s.shape for s in facts["frames"]] == ["star"] * 3  # the frame captions state the class object
+    assert (np.abs(clean[0].astype(float) - cluttered[0].astype(float)).mean(-1) > 40).mean() > 0.01
+
+
+def test_clutter_out_of_range_is_refused_before_anything_is_written(tmp_path):
+    for family in ("appearance", "motion"):
+        for bad in (-0.1, 0.05, 0.45, 0.9):
+            with pytest.raises(ConfigError, match="clutter must be 0, or between 0.05 and 0.45"):
+                check_clutter(bad, family)
+    with pytest.raises(ConfigError, match="clutter must be 0"):
+        make_dataset(tmp_path / "m", family="motion", clutter=0.5)
     assert not (tmp_path / "m").exists()
 
 
