@@ -8,6 +8,8 @@ from typing import List
 
 import click
 
+from .synth import FAMILIES
+
 
 def _ints(value: str, what: str) -> List[int]:
     try:
@@ -19,7 +21,7 @@ def _ints(value: str, what: str) -> List[int]:
     return out
 
 
-CLUTTERED = {"appearance-clutter": "appearance", "motion-clutter": "motion"}  # families with synth.CLUTTER
+CLUTTERED = {f"{f}-clutter": f for f in FAMILIES}  # the families made with synth.CLUTTER, and their base family
 
 
 def _family_of(folder: Path) -> str:

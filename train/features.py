@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from clipfsar.runtime.base.atomic import staged_file
+from clipfsar.runtime.bundle.reader import sha256_of
 from clipfsar.runtime.video.clips import read_clip
 from clipfsar.runtime.video.preprocess import PreprocessConfig, preprocess_frames
 
@@ -67,24 +68,23 @@ def encode_clips(model, loader: ClipLoader, clips: Sequence[Tuple[Path, int]], m
     return torch.cat(out) if out else torch.empty(0)
 
 
-def clip_key(clipset: ClipSet, path: Path, sampling: int) -> str:
-    """``<relative path>@<sha256 of the file, 16 hex>#<sampling>``: a cached feature is reused only for the same
-    bytes, so two data sets with the same folder names (a family and its cluttered variant) sharing one cache, or
-    a clip rewritten in place, never get another clip's features."""
-    import hashlib
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    return f"{Path(path).relative_to(clipset.root).as_posix()}@{digest}#{sampling}"
+def clip_id(clipset: ClipSet, path: Path) -> str:
+    """``<relative path>@<sha256 of the file, 16 hex>``: a cached feature is reused only for the same bytes, so two
+    data sets with the same folder names (a family and its cluttered variant) sharing one cache, or a clip
+    rewritten in place, never get another clip's features."""
+    return f"{Path(path).relative_to(clipset.root).as_posix()}@{sha256_of(Path(path))[:16]}"
 
 
 def cached_split_features(model, loader: ClipLoader, clipset: ClipSet, cache_file: Path, samplings: int,
                           seed: int, device: str = "cpu") -> torch.Tensor:
     """Frozen-backbone cache: per clip, ``samplings`` samplings (0 = centre, the rest random) -> (S, B, T, D).
 
-    Stored in ``cache_file`` (safetensors) keyed by clip path, content and sampling (``clip_key``); reused when
+    Stored in ``cache_file`` (safetensors) keyed by ``clip_id`` (path and content) and sampling; reused when
     already there.
     """
     clips = all_clips(clipset)
-    keys = [[clip_key(clipset, p, s) for p, _ in clips] for s in range(samplings)]
+    ids = [clip_id(clipset, p) for p, _ in clips]  # each file read and hashed once
+    keys = [[f"{i}#{s}" for i in ids] for s in range(samplings)]
     cache: Dict[str, torch.Tensor] = load_file(str(cache_file)) if Path(cache_file).is_file() else {}
     missing = [(s, i) for s in range(samplings) for i in range(len(clips)) if keys[s][i] not in cache]
     if missing:

@@ -39,7 +39,7 @@ MOTIONS = ("moving left", "moving right", "moving up", "moving down", "rotating 
 SCENES = ("on grass", "in the sky", "on sand", "on bricks", "on water", "in snow", "on a checkerboard",
           "on stripes", "at night")
 FAMILIES = ("motion", "appearance")
-CLUTTER = 0.4  # the appearance-clutter family's distractor band: 0.35 .. 0.45 of the frame (CLUTTER +- 0.05)
+CLUTTER = 0.4  # the *-clutter families: appearance, a band of another scene over 0.35 .. 0.45 of the frame
 FACTS_FILE = "synth.json"  # OUT/synth.json: family, factors of every class (what a benchmark or the demo reads)
 
 
@@ -256,10 +256,8 @@ def render_clip_with_facts(shape: str, motion: str, rng: np.random.Generator, si
     angle0 = rng.uniform(0, 2 * math.pi)
     noise = rng.uniform(2, 10)
     background = _scene(scene, size, rng) if scene else None
-    distractor = None
-    if clutter:
-        distractor = (_distractor_band(background, scene, clutter, rng) if background is not None
-                      else _distractor_object(shape, motion, size, rng))
+    band_scene = _distractor_band(background, scene, clutter, rng) if clutter and scene else ""
+    other = _distractor_object(shape, motion, size, rng) if clutter and not scene else None
     frames, states = [], []
     for i in range(length):
         u = i / max(1, length - 1)  # 0 .. 1 over the clip
@@ -269,19 +267,18 @@ def render_clip_with_facts(shape: str, motion: str, rng: np.random.Generator, si
             img[:] = bg
         else:
             img = background.copy()
-        if isinstance(distractor, dict):
-            d = distractor
-            dx, dy, dr, dang = _pose(d["motion"], u, d["cx0"], d["cy0"], d["radius"], d["angle0"], d["speed"], size)
-            _draw(img, d["shape"], dx, dy, dr, dang, d["colour"])
+        if other:
+            o = other
+            dx, dy, dr, dang = _pose(o["motion"], u, o["cx0"], o["cy0"], o["radius"], o["angle0"], o["speed"], size)
+            _draw(img, o["shape"], dx, dy, dr, dang, o["colour"])
         _draw(img, shape, cx, cy, r, ang, colour, outline=background is not None)
         img = np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
         frames.append(img)
         states.append(FrameState(shape, colour, r / size, cx / size, cy / size, ang % (2 * math.pi),
                                  scene or "on a dark background"))
     facts = {"colour": colour, "radius_frac": radius / size, "speed": speed, "motion": motion, "frames": states}
-    if distractor:
-        facts["distractor"] = (distractor if isinstance(distractor, str)
-                               else f"a {distractor['shape']} {distractor['motion']}")
+    if clutter:
+        facts["distractor"] = band_scene or class_name(other["shape"], other["motion"])
     return frames, facts
 
 
