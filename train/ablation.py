@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from clipfsar.runtime.base.errors import ConfigError
+from clipfsar.runtime.base.jsonconfig import read_json
 
 ROWS = ("few-shot (no text token)", "CLIP-FSAR (text token)", "fusion (beta 0.9)", "zero-shot")
 
@@ -115,6 +116,18 @@ def train_config(cfg: AblationConfig, family: str, seed: int, shot: int, text_to
                        model={} if text_token else {"text_in_prototype": False})
 
 
+def _check_reusable(run: Path, tc) -> None:
+    """Raise ``ConfigError`` unless the finished ``run`` was trained with ``tc`` (its ``config.json``): a run of
+    other steps, lr, data or prior is never reported as this ablation's."""
+    from clipfsar.runtime.base.jsonconfig import to_dict
+    stored, wanted = read_json(run / "config.json", "run config"), to_dict(tc)
+    differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in differ)
+        raise ConfigError(f"{run} was trained with other settings ({shown}); give a new --out, or the options it "
+                          "was made with")
+
+
 def evaluate_run(run: Path, data: Path, cfg: AblationConfig, shot: int, test_cache: Dict) -> Dict[str, float]:
     """One run's row values (percent) at ``shot`` on ``data``'s test split: few-shot, fusion and zero-shot
     (video-text) branches. The test clips are encoded once per image tower (``test_cache``: fingerprint ->
@@ -144,7 +157,9 @@ def run_ablation(cfg: AblationConfig, log=print) -> Dict:
     """Train and evaluate every (family, seed, variant); returns the report (also written to OUT/ablation.json).
 
     Runs already finished in OUT (a ``best/`` checkpoint) are evaluated again, not retrained, so an interrupted
-    ablation continues where it stopped (a run folder without ``best/`` is trained again from the start).
+    ablation continues where it stopped (a run folder without ``best/`` is trained again from the start); a
+    finished run trained with other settings (``config.json``: steps, lr, data, prior...) raises ``ConfigError``
+    before anything trains.
     """
     import shutil
 
@@ -155,6 +170,10 @@ def run_ablation(cfg: AblationConfig, log=print) -> Dict:
     report = {"config": dataclasses.asdict(cfg), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "interval": "95 % Student t-interval over training seeds", "families": {}}
     train_shots = sorted(set(cfg.shots)) if cfg.per_shot_training else [1]
+    for tc in (train_config(cfg, f, seed, shot, text) for f in cfg.data for seed in cfg.seeds
+               for shot in train_shots for text in (True, False)):
+        if (Path(tc.out) / "best").is_dir():  # every finished run is checked before anything trains
+            _check_reusable(Path(tc.out), tc)
     for family, data in cfg.data.items():
         per_seed: Dict[str, Dict[str, List[float]]] = {f"{s}-shot": {r: [] for r in ROWS} for s in cfg.shots}
         runs, test_cache = [], {}
@@ -180,8 +199,10 @@ def run_ablation(cfg: AblationConfig, log=print) -> Dict:
                         cell[row].append(value)
                     log(f"{family} seed {seed} {shot}-shot: no text token {notext['fewshot']:.1f}, text token "
                         f"{text['fewshot']:.1f}, fusion {text['fusion']:.1f}, zero-shot {text['zeroshot']:.1f}")
+        facts = Path(data) / "synth.json"  # a synthetic family's clutter; None for other data sets
+        clutter = read_json(facts, "synthetic data facts").get("clutter", 0.0) if facts.is_file() else None
         report["families"][family] = {
-            "data": str(data), "runs": runs, "per_seed": per_seed,
+            "data": str(data), "clutter": clutter, "runs": runs, "per_seed": per_seed,
             "table": {shot: {row: seed_interval(v) for row, v in rows.items()} for shot, rows in per_seed.items()},
             "gaps": gaps(per_seed)}
         (out / "ablation.json").write_text(json.dumps(report, indent=2))

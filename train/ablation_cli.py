@@ -51,7 +51,8 @@ def _family_of(folder: Path) -> str:
               help="Architecture of the prior: small (the default prior's), tiny, or any open_clip name.")
 @click.option("--weights", default="synth", show_default=True,
               help="The prior of ARCH: a tag or a weights file. Its image tower stays frozen.")
-@click.option("--seeds", default="0,1,2", show_default=True, help="Training seeds, comma-separated (>= 3).")
+@click.option("--seeds", default="0,1,2", show_default=True,
+              help="Training seeds, comma-separated (3 or more for a 95 % interval worth reading).")
 @click.option("--shots", default="1,5", show_default=True, help="Evaluated shots, comma-separated.")
 @click.option("--per-shot-training", is_flag=True, help="Train a model per shot count (the paper); default: every "
               "shot is evaluated on the 1-shot models.")
@@ -100,9 +101,13 @@ def ablation(out: Path, families, data_dirs, arch: str, weights: str, seeds: str
         data[family] = str(Path(folder).absolute())
     for family in families or (() if data_dirs else ("motion", "appearance", *CLUTTERED)):
         if family in data:
-            raise click.BadParameter(f"family '{family}' given twice", param_hint="--family")
+            given = "given twice" if family in families[:families.index(family)] else f"also --data {data[family]}"
+            raise click.BadParameter(f"family '{family}' {given}", param_hint="--family")
         folder = out / "data" / family
-        if not (folder / "splits").is_dir():
+        if (folder / "splits").is_dir():
+            click.echo(f"reusing the {family} family in {folder} (as made before: --clips and --data-seed are not "
+                       "applied to it)", err=True)
+        else:
             click.echo(f"making the {family} family in {folder}", err=True)
             make_dataset(folder, seed=data_seed, clips_per_class=clips,
                          family=CLUTTERED.get(family, family), clutter=CLUTTER if family in CLUTTERED else 0.0)

@@ -18,9 +18,9 @@ import click
               help="motion: classes are shape x motion (the Something-Something analogue); appearance: shape x "
                    "scene, each clip moving at random (the Kinetics/UCF/HMDB analogue).")
 @click.option("--clutter", default=0.0, show_default=True,
-              help="What else every clip shows, as real clips do (the ablation's *-clutter families: 0.4): "
-                   "appearance, a band of another scene over this share (+- 0.05) of the frame; motion, any value "
-                   "adds another shape doing another motion. 0: none.")
+              help="What else every clip shows, as real clips do: 0 (none), or between 0.05 and 0.45 (the "
+                   "ablation's *-clutter families: 0.4). Appearance: a band of another scene over this share "
+                   "(+- 0.05) of the frame; motion: another shape doing another motion (any value in the range).")
 def synth(out: Path, seed: int, clips_per_class: int, size: int, length: int, fps: float, ext: str,
           family: str, clutter: float) -> None:
     """Write synthetic action clips to OUT, with OUT/splits/{train,val,test}.txt and OUT/captions.txt (clip and

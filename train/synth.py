@@ -307,6 +307,15 @@ def write_video(path: Path, frames: List[np.ndarray], fps: float = 12.0) -> None
         writer.release()
 
 
+def _check_new_folder(out: Path) -> None:
+    """Raise ``ClipFsarError`` unless ``out`` is absent or an empty folder (a file, or a path under one, too)."""
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ClipFsarError(f"output folder {out}: {parent} is a file, not a folder; choose a new one")
+    if out.exists() and any(out.iterdir()):
+        raise ClipFsarError(f"output folder {out} exists and is not empty; choose a new one")
+
+
 def make_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int = 96, length: int = 24,
                  fps: float = 12.0, ext: str = ".mp4", family: str = "motion",
                  frame_captions: bool = True, clutter: float = 0.0) -> Dict[str, List[str]]:
@@ -326,9 +335,9 @@ def make_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int 
     """
     _check_family(family)
     check_clutter(clutter, family)
+    clutter = float(clutter) + 0.0  # -0.0 is 0
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ClipFsarError(f"output folder {out} exists and is not empty; choose a new one")
+    _check_new_folder(out)
     splits = split_classes(seed, family)
     (out / "splits").mkdir(parents=True, exist_ok=True)
     captions: List[str] = []
@@ -358,12 +367,13 @@ def make_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size: int 
 def check_clutter(clutter: float, family: str) -> None:
     """Raise ``ConfigError`` unless ``clutter`` is 0 or in (0.05, 0.45): the appearance family's band is ``clutter``
     +- 0.05 wide, so it is never empty and the class scene stays the majority of the frame; for the motion family
-    any value in the range adds the one distractor object."""
+    any value in the range adds the one distractor object (its size does not depend on it)."""
     _check_family(family)
     if clutter == 0:
         return
     if not 0.05 < clutter < 0.45:
-        raise ConfigError(f"clutter must be 0, or between 0.05 and 0.45 of the frame (exclusive); got {clutter}")
+        raise ConfigError(f"clutter must be 0, or between 0.05 and 0.45 (exclusive; appearance: the share of the "
+                          f"frame); got {clutter}")
 
 
 def shares_a_factor(a: str, b: str) -> bool:
@@ -382,8 +392,7 @@ def make_prior_dataset(out: Path, seed: int = 0, clips_per_class: int = 20, size
     ``clipfsar pretrain --data OUT`` reads it (OUT has no split lists: every row is used). Returns OUT.
     """
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ClipFsarError(f"output folder {out} exists and is not empty; choose a new one")
+    _check_new_folder(out)
     rows: List[str] = []
     for family in FAMILIES:
         splits = make_dataset(out / family, seed, clips_per_class, size, length, fps, family=family)

@@ -93,6 +93,13 @@ def test_ablation_command_tiny(synth_data, prior, tmp_path):
     assert r2.returncode == 0, r2.stderr
     assert {p: p.stat().st_mtime for p in (out / "runs").rglob("model.safetensors")} == stamps
     assert json.loads((out / "ablation.json").read_text())["families"]["motion"]["table"] == fam["table"]
+    # a finished run is never reported for another recipe: other --steps exits 2, naming it, and nothing changes
+    report_text = (out / "ablation.json").read_text()
+    r3 = subprocess.run([a if a != "2" or args[i - 1] != "--steps" else "3" for i, a in enumerate(args)],
+                        capture_output=True, text=True, timeout=600)
+    assert r3.returncode == 2 and "trained with other settings" in r3.stderr and "steps: 2 there, 3 now" in r3.stderr
+    assert {p: p.stat().st_mtime for p in (out / "runs").rglob("model.safetensors")} == stamps
+    assert (out / "ablation.json").read_text() == report_text
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -125,3 +125,15 @@ def test_synth_cli_writes_clutter_to_synth_json_and_refuses_a_bad_value(tmp_path
     assert ok.exit_code == 0, ok.output
     assert json.loads((out / "synth.json").read_text())["clutter"] == 0.4
     assert _family_of(out) == "appearance-clutter"  # the ablation's name for it, with the appearance goals
+
+
+def test_synth_into_a_file_or_under_one_exits_2_and_keeps_the_file(tmp_path):
+    import subprocess
+    import sys
+    afile = tmp_path / "afile"
+    afile.write_text("keep\n")
+    for out in (afile, afile / "sub"):
+        r = subprocess.run([sys.executable, "-m", "clipfsar", "synth", str(out), "--clips", "1", "--size", "32",
+                            "--length", "3"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "is a file, not a folder" in r.stderr, r.stderr
+    assert afile.read_text() == "keep\n"
