@@ -70,8 +70,9 @@ def _family_of(folder: Path) -> str:
 def ablation(out: Path, families, data_dirs, arch: str, weights: str, seeds: str, shots: str, per_shot_training: bool,
              steps: int, lr: float, alpha: float, cache_samplings: int, episodes: int, clips: int, data_seed: int,
              threads: int, as_json: bool) -> None:
-    """The paper's ablation: few-shot without the text token, CLIP-FSAR, fusion (beta 0.9) and zero-shot, at each
-    shot, mean and 95 % t-interval over training seeds, the prior's image tower frozen (cached features)."""
+    """The paper's ablation: few-shot without the text token, CLIP-FSAR, fusion (beta 0.9 and beta fitted on the
+    val split) and zero-shot, at each shot, mean and 95 % t-interval over training seeds, the prior's image tower
+    frozen (cached features)."""
     import torch
 
     from clipfsar.runtime.base.errors import ConfigError

@@ -7,9 +7,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from clipfsar.runtime.classify.fusion import fuse_probs
+
 from .episodes import Accuracy, Episode, episode_accuracies
 from .episodes import episodes as make_episodes
 from .model import CLIPFSAR, fuse
+
+BETA_GRID = tuple(round(0.05 * i, 2) for i in range(20))  # 0.0, 0.05, ..., 0.95: the fusion weights fit_beta tries
 
 
 @torch.no_grad()
@@ -43,50 +47,42 @@ def classify_episodes(model: CLIPFSAR, feats: torch.Tensor, offsets: np.ndarray,
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def episode_probs(model: CLIPFSAR, feats: torch.Tensor, offsets: np.ndarray, counts: Sequence[int],
+                  class_names: Sequence[str], way: int, shot: int, episodes: int, seed: int,
+                  beta: Optional[float] = None, queries: int = 1) -> Dict[str, np.ndarray]:
+    """The (E, Q, N) probabilities of :func:`classify_episodes` on ``episodes`` seeded episodes of the split whose
+    clips ``feats`` holds (``offsets``, ``counts`` per class, ``class_names`` for the text features)."""
+    eps = make_episodes(seed, episodes, counts, way, shot, queries)
+    text = model.text_features(list(class_names)).to(feats.dtype)
+    return classify_episodes(model, feats, offsets, text, eps, model.cfg.beta if beta is None else beta)
+
+
 def evaluate_features(model: CLIPFSAR, feats: torch.Tensor, offsets: np.ndarray, counts: Sequence[int],
                       class_names: Sequence[str], way: int, shot: int, episodes: int, seed: int,
                       beta: Optional[float] = None, queries: int = 1) -> Dict[str, Accuracy]:
     """Accuracy of the three branches over ``episodes`` seeded episodes."""
-    eps = make_episodes(seed, episodes, counts, way, shot, queries)
-    text = model.text_features(list(class_names)).to(feats.dtype)
-    probs = classify_episodes(model, feats, offsets, text, eps, model.cfg.beta if beta is None else beta)
+    probs = episode_probs(model, feats, offsets, counts, class_names, way, shot, episodes, seed, beta, queries)
     return {b: Accuracy.of(a) for b, a in episode_accuracies(probs).items()}
 
 
-def evaluate_checkpoint(checkpoint, data, split: str = "test", way: int = 5, shot: int = 1,
-                        episodes: int = 10000, seed: int = 0, beta: Optional[float] = None,
-                        class_map: Optional[Dict[str, str]] = None) -> Dict:
-    """Evaluate a checkpoint (or run folder) on a dataset split; returns the report ``clipfsar eval`` prints.
+def fused_accuracy(probs: Dict[str, np.ndarray], beta: float) -> Accuracy:
+    """Accuracy of the fusion ``p_vt^beta * p_fs^(1 - beta)`` on (E, Q, N) branch probabilities (query rows in
+    class-major order, as :func:`classify_episodes` returns them)."""
+    fused = fuse_probs(probs["p_fewshot"], probs["p_videotext"], beta)
+    return Accuracy.of(episode_accuracies({**probs, "p": fused})["fusion"])
 
-    ``class_map`` names numbered class folders (default: the map the checkpoint was trained with).
 
-    The report has ``accuracy`` and ``ci95`` of the few-shot branch at top level (what the paper reports), and
-    every branch under ``branches``.
-    """
-    from pathlib import Path
+def fit_beta(probs: Dict[str, np.ndarray], grid: Sequence[float] = BETA_GRID) -> float:
+    """The fusion weight of ``grid`` with the best accuracy on ``probs`` (validation episodes); among equally
+    accurate weights (a saturated split), the one whose fused probability of the true class has the highest mean
+    log-likelihood, then the smallest (a video-text branch that never helps gives 0: the few-shot branch alone)."""
+    e, q, n = probs["p_fewshot"].shape
+    labels = np.repeat(np.arange(n), q // n)[None, :, None]  # (1, Q, 1): the class row of each query
 
-    from .checkpoint import best_checkpoint, load_checkpoint
-    from .data import load_split
-    from .features import ClipLoader, all_clips, class_offsets, encode_clips
+    def score(beta: float):
+        fused = fuse_probs(probs["p_fewshot"], probs["p_videotext"], beta)
+        true = np.take_along_axis(fused, labels.repeat(e, 0), axis=-1)
+        return fused_accuracy(probs, beta).accuracy, float(np.log(np.maximum(true, 1e-30)).mean())
 
-    ckpt = best_checkpoint(Path(checkpoint))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, prep, meta = load_checkpoint(ckpt, map_location=device)
-    if class_map is None:  # numbered class folders: the names the checkpoint was trained with
-        class_map = dict((meta.get("train") or {}).get("class_names") or {}) or None
-    model.to(device)
-    clipset = load_split(Path(data), split, min_clips=shot + 1, class_map=class_map)
-    if len(clipset.classes) < way:
-        from clipfsar.runtime.base.errors import DatasetError
-        raise DatasetError(f"split '{split}' has {len(clipset.classes)} classes; {way}-way needs {way}")
-    beta = 0.9 if beta is None else beta
-    loader = ClipLoader(prep, model.cfg.frames)
-    try:
-        feats = encode_clips(model, loader, all_clips(clipset), device=device)  # each clip once, centre sampling
-    finally:
-        loader.close()
-    acc = evaluate_features(model, feats.to(device), class_offsets(clipset), clipset.counts(), clipset.classes, way,
-                            shot, episodes, seed, beta)
-    return {"checkpoint": str(ckpt), "split": split, "way": way, "shot": shot, "episodes": episodes, "seed": seed,
-            "beta": beta, "accuracy": acc["fewshot"].accuracy, "ci95": acc["fewshot"].ci95,
-            "branches": {b: {"accuracy": a.accuracy, "ci95": a.ci95} for b, a in acc.items()}}
+    scores = [score(b) for b in grid]
+    return float(grid[max(range(len(grid)), key=lambda i: scores[i])])

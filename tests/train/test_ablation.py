@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from clipfsar.train.ablation import ROWS, goals, seed_interval, t975
+from clipfsar.train.evaluate import BETA_GRID
 
 CLI = [sys.executable, "-m", "clipfsar"]
 
@@ -30,19 +31,22 @@ def test_goals_read_the_seed_means():
     def rows(values):
         return {row: {"mean": v, "ci95": 1.0, "n": 3} for row, v in zip(ROWS, values)}
 
-    def gap(text_gap, fusion_gap):
-        return {"text token - no text token": {"mean": text_gap}, "fusion - CLIP-FSAR few-shot": {"mean": fusion_gap}}
+    def gap(text_gap, fusion_gap, fusion_val_gap):
+        return {"text token - no text token": {"mean": text_gap}, "fusion - CLIP-FSAR few-shot": {"mean": fusion_gap},
+                "fusion (val beta) - CLIP-FSAR few-shot": {"mean": fusion_val_gap}}
 
     report = {"families": {
-        "appearance": {"table": {"1-shot": rows([50, 56, 57, 61])}, "gaps": {"1-shot": gap(6, 1)}},
-        "appearance-clutter": {"table": {"1-shot": rows([70, 72, 70, 50])}, "gaps": {"1-shot": gap(2, -2)}},
-        "motion": {"table": {"1-shot": rows([86, 84, 80, 30])}, "gaps": {"1-shot": gap(-2, -4)}}}}
+        "appearance": {"table": {"1-shot": rows([50, 56, 57, 58, 61])}, "gaps": {"1-shot": gap(6, 1, 2)}},
+        "appearance-clutter": {"table": {"1-shot": rows([70, 72, 70, 73, 50])}, "gaps": {"1-shot": gap(2, -2, 1)}},
+        "motion": {"table": {"1-shot": rows([86, 84, 80, 84, 30])}, "gaps": {"1-shot": gap(-2, -4, 0)}}}}
     met = {(g["family"], g["goal"]): g["met"] for g in goals(report)}
     assert {goal: m for (family, goal), m in met.items() if family == "appearance-clutter"} == {
-        "1-shot: text token - no text token": False, "1-shot: fusion - few-shot": False, "1-shot: zero-shot": False}
+        "1-shot: text token - no text token": False, "1-shot: fusion - few-shot": False,
+        "1-shot: fusion (val beta) - few-shot": True, "1-shot: zero-shot": False}
     met = {k: m for k, m in met.items() if k[0] != "appearance-clutter"}
     assert met == {("appearance", "1-shot: text token - no text token"): True,
                    ("appearance", "1-shot: fusion - few-shot"): True, ("appearance", "1-shot: zero-shot"): True,
+                   ("appearance", "1-shot: fusion (val beta) - few-shot"): True,
                    ("motion", "1-shot: CLIP-FSAR few-shot"): False,
                    ("motion", "1-shot: text token - no text token"): False}
 
@@ -83,6 +87,8 @@ def test_ablation_command_tiny(synth_data, prior, tmp_path):
             assert cell["ci95"] == pytest.approx(12.7062 * np.std(values, ddof=1) / math.sqrt(2))
         text, notext = (np.array(fam["per_seed"][shot][r]) for r in (ROWS[1], ROWS[0]))
         assert fam["gaps"][shot]["text token - no text token"]["mean"] == pytest.approx(np.mean(text - notext))
+        fitted = fam["beta_fitted_on_val"][shot]  # one of the grid's weights, per seed
+        assert len(fitted) == 2 and all(b in BETA_GRID for b in fitted)
     assert [g["family"] for g in report["goals"]] == ["motion"] * 3  # 1-shot: two goals, 2-shot: one
     md = (out / "ablation.md").read_text().splitlines()
     assert md[0] == "| family | method | 1-shot | 2-shot |" and len(md) >= 2 + len(ROWS) + 2
@@ -117,3 +123,22 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, extra, message):
     r = CliRunner().invoke(ablation, ["--out", str(out), *extra])
     assert r.exit_code == 2 and message in r.output, r.output
     assert not out.exists()
+
+
+def test_fit_beta_picks_the_val_best_weight_and_the_ends_are_the_branches():
+    """Two episodes, 2-way, 2 queries: the few-shot branch is right on the first, the video-text branch on the
+    second; only a mix of both (confident video-text where few-shot is flat) gets all four queries right."""
+    from clipfsar.train.evaluate import fit_beta, fused_accuracy
+    p_fs = np.array([[[0.9, 0.1], [0.1, 0.9]],     # episode 0: few-shot right, confident
+                     [[0.45, 0.55], [0.55, 0.45]]])  # episode 1: few-shot wrong, nearly flat
+    p_vt = np.array([[[0.4, 0.6], [0.6, 0.4]],       # episode 0: video-text wrong, mild
+                     [[0.99, 0.01], [0.01, 0.99]]])  # episode 1: video-text right, confident
+    probs = {"p_fewshot": p_fs, "p_videotext": p_vt, "p": p_fs}
+    assert fused_accuracy(probs, 0.0).accuracy == 50.0 and fused_accuracy(probs, 1.0).accuracy == 50.0
+    beta = fit_beta(probs)
+    assert 0.0 < beta < 1.0 and fused_accuracy(probs, beta).accuracy == 100.0
+    # the smallest of equally good weights: a video-text branch that never helps leaves beta at 0
+    assert fit_beta({"p_fewshot": p_fs[:1], "p_videotext": p_vt[:1], "p": p_fs[:1]}) == 0.0
+    # a saturated split (every weight 100 %): the likelihood of the true class decides, here the confident branch
+    flat, sure = np.array([[[0.55, 0.45], [0.45, 0.55]]]), np.array([[[0.99, 0.01], [0.01, 0.99]]])
+    assert fit_beta({"p_fewshot": flat, "p_videotext": sure, "p": flat}) == max(BETA_GRID)
