@@ -121,6 +121,15 @@ def train_config(cfg: AblationConfig, family: str, seed: int, shot: int, text_to
                        model={} if text_token else {"text_in_prototype": False})
 
 
+def finished(run: Path) -> bool:
+    """Whether ``run`` trained all the steps of its own ``config.json``: its ``last/`` resume point says so
+    (``best/`` alone is written at the first validation, a quarter of the way)."""
+    state, config = run / "last" / "trainer_state.json", run / "config.json"
+    if not ((run / "best").is_dir() and state.is_file() and config.is_file()):
+        return False
+    return int(read_json(state, "trainer state")["step"]) >= int(read_json(config, "run config")["steps"])
+
+
 def _check_reusable(run: Path, tc) -> None:
     """Raise ``ConfigError`` unless the finished ``run`` was trained with ``tc`` (its ``config.json``): a run of
     other steps, lr, data or prior is never reported as this ablation's."""
@@ -173,8 +182,8 @@ def evaluate_run(run: Path, data: Path, cfg: AblationConfig, shot: int, feature_
 def run_ablation(cfg: AblationConfig, log=print) -> Dict:
     """Train and evaluate every (family, seed, variant); returns the report (also written to OUT/ablation.json).
 
-    Runs already finished in OUT (a ``best/`` checkpoint) are evaluated again, not retrained, so an interrupted
-    ablation continues where it stopped (a run folder without ``best/`` is trained again from the start); a
+    Runs already finished in OUT (:func:`finished`) are evaluated again, not retrained, so an interrupted
+    ablation continues where it stopped (a run that did not finish is trained again from the start); a
     finished run trained with other settings (``config.json``: steps, lr, data, prior...) raises ``ConfigError``
     before anything trains.
     """
@@ -183,13 +192,16 @@ def run_ablation(cfg: AblationConfig, log=print) -> Dict:
     from .loop import Trainer
 
     out = Path(cfg.out)
+    existing = out.absolute()  # the deepest folder of OUT there before this call: a failed run prunes up to it
+    while not existing.exists():
+        existing = existing.parent
     out.mkdir(parents=True, exist_ok=True)
     report = {"config": dataclasses.asdict(cfg), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "interval": "95 % Student t-interval over training seeds", "families": {}}
     train_shots = sorted(set(cfg.shots)) if cfg.per_shot_training else [1]
     for tc in (train_config(cfg, f, seed, shot, text) for f in cfg.data for seed in cfg.seeds
                for shot in train_shots for text in (True, False)):
-        if (Path(tc.out) / "best").is_dir():  # every finished run is checked before anything trains
+        if finished(Path(tc.out)):  # every finished run is checked before anything trains
             _check_reusable(Path(tc.out), tc)
     for family, data in cfg.data.items():
         per_seed: Dict[str, Dict[str, List[float]]] = {f"{s}-shot": {r: [] for r in ROWS} for s in cfg.shots}
@@ -201,12 +213,19 @@ def run_ablation(cfg: AblationConfig, log=print) -> Dict:
                 for text_token in (True, False):
                     tc = train_config(cfg, family, seed, train_shot, text_token)
                     run, t = Path(tc.out), time.perf_counter()
-                    if not (run / "best").is_dir():
+                    reused = finished(run)
+                    if not reused:  # a run stopped part way (even with a best/ of an early validation) starts over
                         shutil.rmtree(run, ignore_errors=True)
-                        Trainer(tc).run()
+                        try:
+                            Trainer(tc).run()
+                        except BaseException:  # bad data, a kill: nothing half-made stays (a later call retrains)
+                            shutil.rmtree(run, ignore_errors=True)
+                            _remove_empty_folders(run.parent.absolute(), existing)
+                            raise
                     pair[text_token] = run
                     runs.append({"family": family, "seed": seed, "train_shot": train_shot, "text_token": text_token,
-                                 "run": str(run), "seconds": round(time.perf_counter() - t, 1),
+                                 "run": str(run), "reused": reused,
+                                 "seconds": None if reused else round(time.perf_counter() - t, 1),
                                  "episodes_per_s": _median_episodes_per_s(run)})
                 for shot in (s for s in cfg.shots if not cfg.per_shot_training or s == train_shot):
                     text = evaluate_run(pair[True], Path(data), cfg, shot, feature_cache)
@@ -227,6 +246,13 @@ def run_ablation(cfg: AblationConfig, log=print) -> Dict:
             "gaps": gaps(per_seed)}
         (out / "ablation.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _remove_empty_folders(folder: Path, keep: Path) -> None:
+    """Remove ``folder`` and its parents while they are empty, stopping at ``keep`` (never removed)."""
+    while folder != keep and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def _median_episodes_per_s(run: Path) -> Optional[float]:

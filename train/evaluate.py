@@ -86,3 +86,42 @@ def fit_beta(probs: Dict[str, np.ndarray], grid: Sequence[float] = BETA_GRID) ->
 
     scores = [score(b) for b in grid]
     return float(grid[max(range(len(grid)), key=lambda i: scores[i])])
+
+
+def evaluate_checkpoint(checkpoint, data, split: str = "test", way: int = 5, shot: int = 1,
+                        episodes: int = 10000, seed: int = 0, beta: Optional[float] = None,
+                        class_map: Optional[Dict[str, str]] = None) -> Dict:
+    """Evaluate a checkpoint (or run folder) on a dataset split; returns the report ``clipfsar eval`` prints.
+
+    ``class_map`` names numbered class folders (default: the map the checkpoint was trained with).
+
+    The report has ``accuracy`` and ``ci95`` of the few-shot branch at top level (what the paper reports), and
+    every branch under ``branches``.
+    """
+    from pathlib import Path
+
+    from .checkpoint import best_checkpoint, load_checkpoint
+    from .data import load_split
+    from .features import ClipLoader, all_clips, class_offsets, encode_clips
+
+    ckpt = best_checkpoint(Path(checkpoint))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, prep, meta = load_checkpoint(ckpt, map_location=device)
+    if class_map is None:  # numbered class folders: the names the checkpoint was trained with
+        class_map = dict((meta.get("train") or {}).get("class_names") or {}) or None
+    model.to(device)
+    clipset = load_split(Path(data), split, min_clips=shot + 1, class_map=class_map)
+    if len(clipset.classes) < way:
+        from clipfsar.runtime.base.errors import DatasetError
+        raise DatasetError(f"split '{split}' has {len(clipset.classes)} classes; {way}-way needs {way}")
+    beta = 0.9 if beta is None else beta
+    loader = ClipLoader(prep, model.cfg.frames)
+    try:
+        feats = encode_clips(model, loader, all_clips(clipset), device=device)  # each clip once, centre sampling
+    finally:
+        loader.close()
+    acc = evaluate_features(model, feats.to(device), class_offsets(clipset), clipset.counts(), clipset.classes, way,
+                            shot, episodes, seed, beta)
+    return {"checkpoint": str(ckpt), "split": split, "way": way, "shot": shot, "episodes": episodes, "seed": seed,
+            "beta": beta, "accuracy": acc["fewshot"].accuracy, "ci95": acc["fewshot"].ci95,
+            "branches": {b: {"accuracy": a.accuracy, "ci95": a.ci95} for b, a in acc.items()}}

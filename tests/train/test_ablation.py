@@ -98,7 +98,19 @@ def test_ablation_command_tiny(synth_data, prior, tmp_path):
     r2 = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stderr
     assert {p: p.stat().st_mtime for p in (out / "runs").rglob("model.safetensors")} == stamps
-    assert json.loads((out / "ablation.json").read_text())["families"]["motion"]["table"] == fam["table"]
+    again = json.loads((out / "ablation.json").read_text())["families"]["motion"]
+    assert again["table"] == fam["table"]
+    assert all(x["reused"] and x["seconds"] is None for x in again["runs"])
+    assert not any(x["reused"] for x in fam["runs"])
+    # a run killed after an early validation has a best/ but not its last step: it is trained again, alone
+    state = out / "runs" / "motion" / "seed1_shot1_text" / "last" / "trainer_state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "step": 1}))
+    r_killed = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r_killed.returncode == 0, r_killed.stderr
+    retrained = {p for p, t in stamps.items() if p.stat().st_mtime != t}
+    assert retrained and all(p.parent.parent.name == "seed1_shot1_text" for p in retrained)
+    assert json.loads(state.read_text())["step"] == 2
+    stamps = {p: p.stat().st_mtime for p in (out / "runs").rglob("model.safetensors")}
     # a finished run is never reported for another recipe: other --steps exits 2, naming it, and nothing changes
     report_text = (out / "ablation.json").read_text()
     r3 = subprocess.run([a if a != "2" or args[i - 1] != "--steps" else "3" for i, a in enumerate(args)],
@@ -142,3 +154,19 @@ def test_fit_beta_picks_the_val_best_weight_and_the_ends_are_the_branches():
     # a saturated split (every weight 100 %): the likelihood of the true class decides, here the confident branch
     flat, sure = np.array([[[0.55, 0.45], [0.45, 0.55]]]), np.array([[[0.99, 0.01], [0.01, 0.99]]])
     assert fit_beta({"p_fewshot": flat, "p_videotext": sure, "p": flat}) == max(BETA_GRID)
+
+
+def test_a_data_set_too_small_exits_2_and_leaves_no_folder(tmp_path):
+    """Training finds the data set unusable (2 clips a class; an episode needs 4): exit 2 naming the split, and the
+    folders the call made are gone; a folder the user made stays."""
+    data = tmp_path / "few"
+    assert subprocess.run(CLI + ["synth", str(data), "--clips", "2", "--seed", "0"], capture_output=True,
+                          timeout=300).returncode == 0
+    for out, existed in ((tmp_path / "new" / "abl", False), (tmp_path / "mine", True)):
+        if existed:
+            out.mkdir()
+        r = subprocess.run(CLI + ["ablation", "--out", str(out), "--data", str(data), "--arch", "tiny",
+                                  "--weights", "none", "--steps", "2", "--episodes", "10"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "fewer than 4 readable clips" in r.stderr, r.stderr
+        assert (out.is_dir() and not any(out.iterdir())) if existed else not (tmp_path / "new").exists()
