@@ -61,7 +61,9 @@ def _family_of(folder: Path) -> str:
 @click.option("--alpha", default=0.5, show_default=True, help="Weight of the video-text loss.")
 @click.option("--cache-samplings", default=4, show_default=True,
               help="Cached frame samplings per training clip (0 = centre, the rest random: the augmentation).")
-@click.option("--episodes", default=2000, show_default=True, help="Seeded test episodes per evaluation.")
+@click.option("--episodes", default=2000, show_default=True,
+              help="Seeded episodes per evaluation: on the test split (seed 0), and on the val split (seed 1) to "
+                   "fit the fusion's beta.")
 @click.option("--clips", default=20, show_default=True, help="Clips per class of a family made here.")
 @click.option("--data-seed", default=0, show_default=True, help="Seed of a family made here.")
 @click.option("--threads", default=1, show_default=True,
@@ -120,7 +122,8 @@ def ablation(out: Path, families, data_dirs, arch: str, weights: str, seeds: str
     (out / "ablation.json").write_text(json.dumps(report, indent=2))
     text = table(report)
     lines = [text, "", f"mean +- 95 % t-interval over training seeds (n); test split, {cfg.way}-way, "
-             f"{cfg.episodes} episodes (seed {cfg.eval_seed}) per seed; {report['date']}"]
+             f"{cfg.episodes} episodes (seed {cfg.eval_seed}) per seed; beta fitted on {cfg.episodes} val episodes "
+             f"(seed {cfg.eval_seed + 1}); {report['date']}"]
     lines += [f"goal {'met' if g['met'] else 'NOT met'}: {g['family']} {g['goal']} = {g['value']:.1f} "
               f"(>= {g['bound']})" for g in report["goals"]]
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
