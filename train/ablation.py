@@ -159,21 +159,25 @@ def _split_features(run_model, prep, data: Path, split: str, min_clips: int, cac
     return cache[key]
 
 
-def evaluate_run(run: Path, data: Path, cfg: AblationConfig, shot: int, feature_cache: Dict) -> Dict[str, float]:
-    """One run's row values (percent) at ``shot`` on ``data``'s test split: the few-shot branch, the fusion at
-    ``cfg.beta`` and at the beta fitted on the val split (:func:`~.evaluate.fit_beta` on ``cfg.episodes`` val
-    episodes, seed ``eval_seed + 1``), and the zero-shot (video-text) branch; ``beta_val`` is that fitted beta."""
+def evaluate_run(run: Path, data: Path, cfg: AblationConfig, shot: int, feature_cache: Dict,
+                 fusion: bool = True) -> Dict[str, float]:
+    """One run's row values (percent) at ``shot`` on ``data``'s test split: the few-shot branch and, with
+    ``fusion``, the fusion at ``cfg.beta`` and at the beta fitted on the val split (:func:`~.evaluate.fit_beta` on
+    ``cfg.episodes`` val episodes, seed ``eval_seed + 1``; ``beta_val``), and the zero-shot (video-text) branch."""
     from .checkpoint import best_checkpoint, load_checkpoint
     from .evaluate import episode_probs, fit_beta, fused_accuracy
     from .features import class_offsets
     model, prep, _ = load_checkpoint(best_checkpoint(run))
     probs = {}
-    for split, seed in (("val", cfg.eval_seed + 1), ("test", cfg.eval_seed)):
+    splits = ([("val", cfg.eval_seed + 1)] if fusion else []) + [("test", cfg.eval_seed)]  # val: to fit beta
+    for split, seed in splits:
         clipset, feats = _split_features(model, prep, data, split, max(cfg.shots) + 1, feature_cache)
         probs[split] = episode_probs(model, feats, class_offsets(clipset), clipset.counts(), clipset.classes,
                                      cfg.way, shot, cfg.episodes, seed, beta=cfg.beta)
-    beta_val = fit_beta(probs["val"])
     test = probs["test"]
+    if not fusion:
+        return {"fewshot": fused_accuracy(test, 0.0).accuracy}
+    beta_val = fit_beta(probs["val"])
     return {"fewshot": fused_accuracy(test, 0.0).accuracy, "fusion": fused_accuracy(test, cfg.beta).accuracy,
             "fusion_val": fused_accuracy(test, beta_val).accuracy, "beta_val": beta_val,
             "zeroshot": fused_accuracy(test, 1.0).accuracy}
@@ -229,7 +233,7 @@ def run_ablation(cfg: AblationConfig, log=print) -> Dict:
                                  "episodes_per_s": _median_episodes_per_s(run)})
                 for shot in (s for s in cfg.shots if not cfg.per_shot_training or s == train_shot):
                     text = evaluate_run(pair[True], Path(data), cfg, shot, feature_cache)
-                    notext = evaluate_run(pair[False], Path(data), cfg, shot, feature_cache)
+                    notext = evaluate_run(pair[False], Path(data), cfg, shot, feature_cache, fusion=False)
                     cell = per_seed[f"{shot}-shot"]
                     for row, value in zip(ROWS, (notext["fewshot"], text["fewshot"], text["fusion"],
                                                  text["fusion_val"], text["zeroshot"])):
@@ -284,9 +288,8 @@ def table(report: Dict) -> str:
         for gap in GAPS:
             cells = [res["gaps"][s][gap] for s in shots]
             lines.append(f"| {family} | *{gap}* | " + " | ".join(_cell(c, signed=True) for c in cells) + " |")
-        if "beta_fitted_on_val" in res:
-            cells = [", ".join(f"{b:.2f}" for b in res["beta_fitted_on_val"][s]) for s in shots]
-            lines.append(f"| {family} | *beta fitted on val, per seed* | " + " | ".join(cells) + " |")
+        cells = [", ".join(f"{b:.2f}" for b in res["beta_fitted_on_val"][s]) for s in shots]
+        lines.append(f"| {family} | *beta fitted on val, per seed* | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -312,9 +315,8 @@ def goals(report: Dict) -> List[Dict]:
             if family in ("appearance", "appearance-clutter"):
                 check(family, f"{shot}: text token - no text token", g[shot]["text token - no text token"]["mean"], 5)
                 check(family, f"{shot}: fusion - few-shot", g[shot]["fusion - CLIP-FSAR few-shot"]["mean"], 0)
-                if "fusion (val beta) - CLIP-FSAR few-shot" in g[shot]:  # reports of before the fitted beta lack it
-                    check(family, f"{shot}: fusion (val beta) - few-shot",
-                          g[shot]["fusion (val beta) - CLIP-FSAR few-shot"]["mean"], 0)
+                check(family, f"{shot}: fusion (val beta) - few-shot",
+                      g[shot]["fusion (val beta) - CLIP-FSAR few-shot"]["mean"], 0)
                 check(family, f"{shot}: zero-shot", t[shot][ZEROSHOT]["mean"], 60)
             elif family in ("motion", "motion-clutter"):
                 if shot == "1-shot" and family == "motion":  # the clean family's bar; clutter is the hard test

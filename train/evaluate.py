@@ -81,8 +81,9 @@ def fit_beta(probs: Dict[str, np.ndarray], grid: Sequence[float] = BETA_GRID) ->
 
     def score(beta: float):
         fused = fuse_probs(probs["p_fewshot"], probs["p_videotext"], beta)
+        accuracy = float(episode_accuracies({**probs, "p": fused})["fusion"].mean())
         true = np.take_along_axis(fused, labels.repeat(e, 0), axis=-1)
-        return fused_accuracy(probs, beta).accuracy, float(np.log(np.maximum(true, 1e-30)).mean())
+        return accuracy, float(np.log(np.maximum(true, 1e-30)).mean())
 
     scores = [score(b) for b in grid]
     return float(grid[max(range(len(grid)), key=lambda i: scores[i])])
